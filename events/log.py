@@ -1,0 +1,104 @@
+"""The per-issue event log: ``events/{id}.yaml``, append-only, one event per line.
+
+An append is a single ``write`` followed by fsync: the fsync is the commit point of
+every mutation. A crash can leave at most the last line torn (no newline, or bytes
+that do not parse); ``repair`` cuts it away and says what it cut.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from events.codec import NotFlowLines, dump_item, load_items
+from events.fsio import append_durably, truncate_durably
+from events.model import Event
+
+
+class LogCorrupt(Exception):
+    """An event log that cannot be read back: not a torn tail but damage inside."""
+
+
+@dataclass(frozen=True, slots=True)
+class Repair:
+    issue_id: int
+    cut_bytes: int
+    kept_size: int
+
+    def describe(self) -> str:
+        return (
+            f"events/{self.issue_id}.yaml: cut a torn last event "
+            f"({self.cut_bytes} bytes) left by a crash; kept {self.kept_size} bytes"
+        )
+
+
+class EventLog:
+    """All per-issue logs under ``{data_dir}/events``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.dir = data_dir / "events"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, issue_id: int) -> Path:
+        return self.dir / f"{issue_id}.yaml"
+
+    def append(self, events: Iterable[Event]) -> int:
+        """Durably append events of one issue; returns the log's new size in bytes."""
+        batch = list(events)
+        if not batch:
+            raise ValueError("nothing to append")
+        issue_id = batch[0].issue_id
+        payload = b"".join(dump_item(event.to_dict()) for event in batch)
+        return append_durably(self.path(issue_id), payload)
+
+    def read(self, issue_id: int) -> list[Event]:
+        """Every event of one issue, oldest first. Raises FileNotFoundError or LogCorrupt."""
+        data = self.path(issue_id).read_bytes()
+        try:
+            items = load_items(data)
+            return [Event.from_dict(item) for item in items]
+        except (NotFlowLines, ValueError, KeyError, TypeError) as exc:
+            raise LogCorrupt(f"events/{issue_id}.yaml: {exc}") from exc
+
+    def sizes(self) -> dict[int, int]:
+        """Log size of every issue that has a log (one directory scan, no reads)."""
+        found: dict[int, int] = {}
+        with os.scandir(self.dir) as entries:
+            for entry in entries:
+                stem, dot, ext = entry.name.partition(".")
+                if ext == "yaml" and dot and stem.isdigit():
+                    found[int(stem)] = entry.stat().st_size
+        return found
+
+    def repair(self, issue_id: int) -> Repair | None:
+        """Cut a torn tail (an unfinished or unparsable last line) left by a crash."""
+        path = self.path(issue_id)
+        data = path.read_bytes()
+        keep = len(data)
+        if not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+        # A crash may also leave a complete-looking but garbage last line (zeros).
+        while keep > 0:
+            start = data.rfind(b"\n", 0, keep - 1) + 1
+            line = data[start:keep].rstrip(b"\n")
+            if line.startswith(b"- {") and _parses(line[2:]):
+                break
+            if not line.startswith(b"- ") and b"\x00" not in line:
+                break  # a hand-written YAML item: not ours to judge here
+            keep = start
+        if keep == len(data):
+            return None
+        truncate_durably(path, keep)
+        return Repair(issue_id=issue_id, cut_bytes=len(data) - keep, kept_size=keep)
+
+
+def _parses(raw: bytes) -> bool:
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    return True

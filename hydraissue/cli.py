@@ -1,0 +1,191 @@
+"""``hydraissue``: serve, version, replay, verify.
+
+Every failure the operator can fix prints one line (what is wrong, how to fix it)
+and exits non-zero; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from hydraissue import __version__
+from hydraissue.config import DEFAULT_CONFIG, Config, ConfigError, load
+from hydraissue.datadir import DataDirBusy, DataDirLock
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    pass
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help=f"config file (default {DEFAULT_CONFIG})")
+    parser.add_argument("--data-dir", help="data directory (default ~/.hydraissue/data)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hydraissue", description="HydraIssue issue intake service"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the web service")
+    _common(serve)
+    serve.add_argument("--listen", help="HOST:PORT to listen on (default 127.0.0.1:8080)")
+    serve.add_argument(
+        "--dev", action="store_true", help="development mode: create a config with generated tokens"
+    )
+    commands.add_parser("version", help="print the version")
+    for name, text in (
+        ("replay", "rebuild every projection from the event logs (server stopped)"),
+        ("verify", "check event logs and projections agree (server stopped)"),
+    ):
+        _common(commands.add_parser(name, help=text))
+    return parser
+
+
+def _config(args: argparse.Namespace, *, dev: bool = False, tokens: bool = True) -> Config:
+    flags: dict[str, Any] = {"data_dir": args.data_dir, "listen": getattr(args, "listen", None)}
+    if not tokens:  # offline tools never need the tokens
+        flags.update(api_token="-", admin_token="-")
+    return load(args.config, flags=flags, dev=dev)
+
+
+def _locked(config: Config) -> DataDirLock:
+    lock = DataDirLock(config.data_path)
+    lock.acquire()
+    return lock
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(f"hydraissue {__version__}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from web.app import create_app
+
+    config_existed = (args.config or DEFAULT_CONFIG).expanduser().exists()
+    config = _config(args, dev=args.dev)
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    lock = _locked(config)
+    host, port = config.host_port
+    if args.dev:
+        _dev_banner(config, fresh=not config_existed)
+    try:
+        web.run_app(
+            create_app(config, own_lock=False),
+            host=host,
+            port=port,
+            print=lambda _msg: print(f"hydraissue {__version__} listening on http://{host}:{port}"),
+            access_log=None,
+        )
+    except OSError as exc:
+        raise CliError(
+            f"cannot listen on {host}:{port}: {exc.strerror}; pick another --listen"
+        ) from exc
+    finally:
+        lock.release()
+    return 0
+
+
+def _dev_banner(config: Config, *, fresh: bool) -> None:
+    note = "wrote a dev config with new tokens" if fresh else "dev mode"
+    print(f"hydraissue: {note}; data in {config.data_path}")
+    print(f"  api token: {config.api_token}")
+    print(
+        f'  try: curl -H "Authorization: Bearer {config.api_token}" '
+        f"{config.public_url}/api/v1/issues"
+    )
+
+
+def _progress(label: str) -> Callable[[int, int], None] | None:
+    if not sys.stderr.isatty():
+        return None
+    last = [0.0]
+
+    def show(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] > 0.1:
+            last[0] = now
+            end = "\n" if done == total else ""
+            print(f"\r{label}: {done}/{total} issues", end=end, file=sys.stderr, flush=True)
+
+    return show
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from projections.rebuild import replay
+
+    config = _config(args, tokens=False)
+    lock = _locked(config)
+    try:
+        started = time.monotonic()
+        result = replay(config.data_path, _progress("replay"))
+    finally:
+        lock.release()
+    for line in result.repairs:
+        print(f"repaired: {line}")
+    print(
+        f"replayed {result.events} events into {result.issues} issues "
+        f"({result.deleted} deleted) in {time.monotonic() - started:.2f}s"
+    )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from projections.rebuild import verify
+
+    config = _config(args, tokens=False)
+    lock = _locked(config)
+    try:
+        problems = verify(config.data_path, _progress("verify"))
+    finally:
+        lock.release()
+    if problems:
+        print(f"{len(problems)} problem(s) in {config.data_path}:")
+        for problem in problems:
+            print(f"  - {problem}")
+        print("`hydraissue replay` rebuilds the projections from the logs.")
+        return 1
+    print(f"ok: event logs and projections in {config.data_path} agree")
+    return 0
+
+
+COMMANDS = {"serve": cmd_serve, "version": cmd_version, "replay": cmd_replay, "verify": cmd_verify}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, DataDirBusy, CliError) as exc:
+        print(f"hydraissue: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from events.log import LogCorrupt
+
+        if isinstance(exc, LogCorrupt):
+            print(f"hydraissue: {exc}; run `hydraissue verify` for the full list", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Configuration: file < ``HYDRAISSUE_*`` environment < command-line flags.
+
+Every key is declared once in ``FIELDS`` with its type and meaning; the example
+config and the docs are checked against this table by a test.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_HOME = Path("~/.hydraissue")
+DEFAULT_CONFIG = DEFAULT_HOME / "config.yaml"
+DEFAULT_DATA_DIR = DEFAULT_HOME / "data"
+DEFAULT_LISTEN = "127.0.0.1:8080"
+
+
+class ConfigError(Exception):
+    """A one-line, fixable problem with the configuration."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    api_token: str = ""
+    admin_token: str = ""
+    base_url: str = ""
+    data_dir: str = str(DEFAULT_DATA_DIR)
+    listen: str = DEFAULT_LISTEN
+    max_json_bytes: int = 1024 * 1024
+    log_level: str = "info"
+    dev: bool = field(default=False, metadata={"internal": True})
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return parse_listen(self.listen)
+
+    @property
+    def public_url(self) -> str:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        host, port = self.host_port
+        return f"http://{host}:{port}"
+
+
+KEYS: dict[str, type] = {
+    f.name: (int if f.name == "max_json_bytes" else str)
+    for f in fields(Config)
+    if not f.metadata.get("internal")
+}
+ENV = {
+    "HYDRAISSUE_API_TOKEN": "api_token",
+    "HYDRAISSUE_ADMIN_TOKEN": "admin_token",
+    "HYDRAISSUE_DATA_DIR": "data_dir",
+    "HYDRAISSUE_LISTEN": "listen",
+}
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"listen: expected HOST:PORT such as 127.0.0.1:8080, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.load(path.read_bytes(), Loader=yaml.CSafeLoader)
+    except FileNotFoundError:
+        raise
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values")
+    return check(raw, str(path))
+
+
+def check(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
+    checked: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in KEYS:
+            raise ConfigError(
+                f"{source}: unknown key {key!r}; known keys: {', '.join(sorted(KEYS))}"
+            )
+        want = KEYS[key]
+        if want is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"{source}: {key} must be a whole number, got {value!r}")
+        if want is str and not isinstance(value, str):
+            raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
+        checked[key] = value
+    if "listen" in checked:
+        parse_listen(checked["listen"])
+    if checked.get("log_level", "info") not in LOG_LEVELS:
+        raise ConfigError(f"{source}: log_level must be one of {', '.join(LOG_LEVELS)}")
+    return checked
+
+
+def load(
+    path: Path | None,
+    *,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+    dev: bool = False,
+) -> Config:
+    """Build the effective config. In dev mode a missing file is created with fresh tokens."""
+    env = os.environ if env is None else env
+    config_path = (path or DEFAULT_CONFIG).expanduser()
+    values: dict[str, Any] = {}
+    try:
+        values.update(read_file(config_path))
+    except FileNotFoundError:
+        if path is not None and not dev:
+            raise ConfigError(
+                f"{config_path}: no such file; copy config.yaml.example there"
+            ) from None
+        if dev:
+            write_dev_config(config_path)
+            values.update(read_file(config_path))
+    for name, key in ENV.items():
+        if env.get(name):
+            values[key] = env[name]
+    values.update({k: v for k, v in (flags or {}).items() if v is not None})
+    config = replace(Config(), **check(values, "configuration"), dev=dev)
+    for key in ("api_token", "admin_token"):
+        if not getattr(config, key):
+            raise ConfigError(
+                f"{key} is not set: put it in {config_path}, set "
+                f"HYDRAISSUE_{key.upper()}, or start with --dev for generated tokens"
+            )
+    return config
+
+
+def write_dev_config(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = (
+        "# Written by `hydraissue serve --dev`: generated tokens for local use.\n"
+        "# See config.yaml.example for every key.\n"
+        f"api_token: {secrets.token_urlsafe(24)}\n"
+        f"admin_token: {secrets.token_urlsafe(24)}\n"
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(body)

@@ -1,0 +1,95 @@
+"""Pure decisions: given the current state and a command, which events happen.
+
+Nothing here does I/O or reads the clock, so every lifecycle rule can be tested
+by property tests without a server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from hydraissue.commands import (
+    AddAttachment,
+    AddComment,
+    Command,
+    CreateIssue,
+    DeleteIssue,
+    RecordNimAction,
+    UpdateIssue,
+)
+from hydraissue.errors import Conflict, NotFound, PreconditionFailed
+from hydraissue.model import TERMINAL_STATUSES, Issue, display_key
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event before the service stamps it with seq, position, time and actor."""
+
+    type: str
+    data: dict[str, Any]
+
+
+def transition_allowed(current: str, requested: str) -> bool:
+    """Terminal states (done, closed) never go back; they may move to each other."""
+    return current not in TERMINAL_STATUSES or requested in TERMINAL_STATUSES
+
+
+def etag_matches(if_match: str | None, issue: Issue) -> bool:
+    if if_match is None:
+        return True
+    candidates = [tag.strip().removeprefix("W/") for tag in if_match.split(",")]
+    return "*" in candidates or issue.etag in candidates
+
+
+def decide(state: Issue | None, command: Command) -> list[NewEvent]:
+    if isinstance(command, CreateIssue):
+        return [NewEvent("issue.created", asdict(command))]
+    issue = _existing(state, command.issue_id)
+    match command:
+        case UpdateIssue():
+            return _update(issue, command)
+        case DeleteIssue():
+            _check_etag(command.if_match, issue)
+            return [NewEvent("issue.deleted", {})]
+        case AddComment():
+            return [NewEvent("comment.added", {"author": command.author, "text": command.text})]
+        case RecordNimAction():
+            return [
+                NewEvent("nim_action.recorded", {"name": command.name, "action": command.action})
+            ]
+        case AddAttachment():
+            data = asdict(command)
+            del data["issue_id"]
+            return [NewEvent("attachment.added", data)]
+    raise TypeError(f"unknown command {command!r}")  # pragma: no cover
+
+
+def _existing(state: Issue | None, issue_id: int) -> Issue:
+    if state is None or state.deleted:
+        raise NotFound(f"{display_key(issue_id)} does not exist", {"id": issue_id})
+    return state
+
+
+def _check_etag(if_match: str | None, issue: Issue) -> None:
+    if not etag_matches(if_match, issue):
+        raise PreconditionFailed(
+            "If-Match does not match the issue's current ETag; fetch it again and retry",
+            {"etag": issue.etag, "if_match": if_match},
+        )
+
+
+def _update(issue: Issue, command: UpdateIssue) -> list[NewEvent]:
+    _check_etag(command.if_match, issue)
+    requested = command.changes.get("status")
+    if requested is not None and not transition_allowed(issue.status, requested):
+        raise Conflict(
+            f"cannot move {display_key(issue.id)} from {issue.status} to {requested}: "
+            "done and closed never go back to an earlier state",
+            {"current": issue.status, "requested": requested},
+        )
+    changes = {k: v for k, v in command.changes.items() if getattr(issue, k) != v}
+    if not changes:
+        return []
+    previous = {k: getattr(issue, k) for k in changes}
+    return [NewEvent("issue.updated", {"changes": changes, "previous": previous})]

@@ -1,0 +1,153 @@
+"""The issue as the domain sees it: enums of the runbook and immutable state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+STATUSES = (
+    "open",
+    "groomed",
+    "planning",
+    "proposed",
+    "accepted",
+    "rejected",
+    "implementing",
+    "done",
+    "closed",
+)
+TERMINAL_STATUSES = frozenset({"done", "closed"})
+# Release tooling says "resolved"; the lifecycle calls it "done".
+STATUS_ALIASES = {"resolved": "done"}
+
+STAGES: dict[str, tuple[str, ...]] = {
+    "groomable": ("open",),
+    "plannable": ("groomed",),
+    "implementable": ("accepted",),
+    "active": tuple(s for s in STATUSES if s not in TERMINAL_STATUSES),
+}
+
+PRIORITIES = ("low", "medium", "high", "critical")
+CATEGORIES = ("bug", "feature", "improvement", "question", "unclassified")
+DEFAULT_CATEGORY = "unclassified"
+
+
+def display_key(issue_id: int) -> str:
+    return f"HYDRA-{issue_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Comment:
+    id: int
+    author: str
+    text: str
+    created_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "author": self.author,
+            "text": self.text,
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NimAction:
+    name: str
+    action: str
+    at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "action": self.action, "at": self.at}
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    name: str
+    filename: str
+    size: int
+    content_type: str
+    url: str
+    at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "filename": self.filename,
+            "size": self.size,
+            "content_type": self.content_type,
+            "url": self.url,
+            "at": self.at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """Current state of one issue; ``seq`` is the number of events folded into it."""
+
+    id: int
+    title: str
+    description: str
+    project: str | None
+    category: str
+    priority: str | None
+    status: str
+    reporter: str | None
+    custom_fields: dict[str, Any]
+    plan: str | None
+    created_at: str
+    updated_at: str
+    seq: int
+    comments: tuple[Comment, ...] = ()
+    nim_actions: tuple[NimAction, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
+    deleted: bool = False
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.id}.{self.seq}"'
+
+    def to_dict(self) -> dict[str, Any]:
+        """The issue as the API and the issue file show it."""
+        return {
+            "id": self.id,
+            "key": display_key(self.id),
+            "title": self.title,
+            "description": self.description,
+            "project": self.project,
+            "category": self.category,
+            "priority": self.priority,
+            "status": self.status,
+            "reporter": self.reporter,
+            "custom_fields": self.custom_fields,
+            "plan": self.plan,
+            "comments": [c.to_dict() for c in self.comments],
+            "nim_actions": [a.to_dict() for a in self.nim_actions],
+            "attachments": [a.to_dict() for a in self.attachments],
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+def issue_from_dict(raw: dict[str, Any]) -> Issue:
+    """Inverse of ``Issue.to_dict`` plus the bookkeeping fields of an issue file."""
+    return Issue(
+        id=int(raw["id"]),
+        title=raw["title"],
+        description=raw.get("description") or "",
+        project=raw.get("project"),
+        category=raw.get("category") or DEFAULT_CATEGORY,
+        priority=raw.get("priority"),
+        status=raw["status"],
+        reporter=raw.get("reporter"),
+        custom_fields=dict(raw.get("custom_fields") or {}),
+        plan=raw.get("plan"),
+        created_at=raw["created_at"],
+        updated_at=raw["updated_at"],
+        seq=int(raw["seq"]),
+        comments=tuple(Comment(**c) for c in raw.get("comments") or ()),
+        nim_actions=tuple(NimAction(**a) for a in raw.get("nim_actions") or ()),
+        attachments=tuple(Attachment(**a) for a in raw.get("attachments") or ()),
+        deleted=bool(raw.get("deleted", False)),
+    )

@@ -1,0 +1,128 @@
+"""List queries: parsing the query string and the pure parts of filtering and sorting."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hydraissue.errors import Invalid
+from hydraissue.model import CATEGORIES, PRIORITIES, STAGES, STATUS_ALIASES, STATUSES
+from projections.rows import IndexRow
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+SORTS = ("created", "-created", "updated", "-updated", "priority")
+UNSET = "unset"  # ?priority=unset finds issues not yet triaged
+_PRIORITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3, None: 4}
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    statuses: frozenset[str] | None = None
+    categories: frozenset[str] | None = None
+    priorities: frozenset[str | None] | None = None
+    projects: frozenset[str] | None = None
+    words: tuple[str, ...] = ()
+    sort: str = "created"
+    limit: int = DEFAULT_LIMIT
+    offset: int = 0
+
+
+def _values(raw: str, field: str, allowed: tuple[str, ...]) -> frozenset[str]:
+    values = {v.strip() for v in raw.split(",") if v.strip()}
+    bad = sorted(values - set(allowed))
+    if bad or not values:
+        raise Invalid(
+            field,
+            f"unknown value {bad[0] if bad else raw!r}; allowed: {', '.join(allowed)}",
+            {"field": field, "allowed": list(allowed), "got": bad or [raw]},
+        )
+    return frozenset(values)
+
+
+def _int(raw: str, field: str, low: int, high: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Invalid(field, f"must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise Invalid(field, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def parse_list_query(params: Mapping[str, str]) -> ListQuery:
+    statuses: set[str] | None = None
+    if "status" in params:
+        raw = ",".join(
+            STATUS_ALIASES.get(s.strip(), s.strip()) for s in params["status"].split(",")
+        )
+        statuses = set(_values(raw, "status", STATUSES))
+    if "stage" in params:
+        stages = _values(params["stage"], "stage", tuple(STAGES))
+        staged = {s for stage in stages for s in STAGES[stage]}
+        statuses = staged if statuses is None else statuses & staged
+    active_only = params.get("active_only", "").lower()
+    if active_only not in _TRUE + _FALSE:
+        raise Invalid("active_only", f"must be true or false, got {params['active_only']!r}")
+    if active_only in _TRUE:
+        active = set(STAGES["active"])
+        statuses = active if statuses is None else statuses & active
+    priorities: frozenset[str | None] | None = None
+    if "priority" in params:
+        chosen = _values(params["priority"], "priority", (*PRIORITIES, UNSET))
+        priorities = frozenset(None if p == UNSET else p for p in chosen)
+    sort = params.get("sort", "created")
+    if sort not in SORTS:
+        raise Invalid(
+            "sort",
+            f"unknown value {sort!r}; allowed: {', '.join(SORTS)}",
+            {"field": "sort", "allowed": list(SORTS), "got": sort},
+        )
+    projects = None
+    if params.get("project"):
+        projects = frozenset(p.strip() for p in params["project"].split(",") if p.strip())
+    return ListQuery(
+        statuses=frozenset(statuses) if statuses is not None else None,
+        categories=_values(params["category"], "category", CATEGORIES)
+        if "category" in params
+        else None,
+        priorities=priorities,
+        projects=projects,
+        words=tuple(params.get("q", "").lower().split()),
+        sort=sort,
+        limit=_int(params.get("limit", str(DEFAULT_LIMIT)), "limit", 1, MAX_LIMIT),
+        offset=_int(params.get("offset", "0"), "offset", 0, 10**9),
+    )
+
+
+def _by_priority(row: IndexRow) -> tuple[int, int]:
+    return (_PRIORITY_RANK.get(row.priority, 4), row.id)
+
+
+def _by_updated(row: IndexRow) -> tuple[str, int]:
+    return (row.updated_at, row.id)
+
+
+def _by_created(row: IndexRow) -> int:
+    return row.id
+
+
+def sort_key(sort: str) -> Callable[[IndexRow], Any]:
+    """Key function over index rows for a sort name (ties broken by id)."""
+    if sort == "priority":
+        return _by_priority
+    if sort in ("updated", "-updated"):
+        return _by_updated
+    return _by_created
+
+
+def row_matches(row: IndexRow, query: ListQuery) -> bool:
+    return (
+        (query.statuses is None or row.status in query.statuses)
+        and (query.categories is None or row.category in query.categories)
+        and (query.priorities is None or row.priority in query.priorities)
+        and (query.projects is None or row.project in query.projects)
+    )

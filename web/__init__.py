@@ -1,0 +1,1 @@
+"""aiohttp edges: routes, handlers, templates. No business rules live here."""

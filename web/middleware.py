@@ -1,0 +1,137 @@
+"""The three cross-cutting edges: errors, bearer auth, idempotent POSTs."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from hydraissue.errors import DomainError, Invalid
+from hydraissue.idempotency import WINDOW_SECONDS, Stored
+from web.keys import CONFIG, IDEMPOTENCY
+from web.responses import JSON, error_body
+
+log = logging.getLogger("hydraissue.web")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+API = "/api/v1/"
+PUBLIC_API = frozenset({"/api/v1/health", "/api/v1/runbook"})
+
+
+def wants_json(request: web.Request) -> bool:
+    return request.path.startswith("/api/") or "application/json" in request.headers.get(
+        "Accept", ""
+    )
+
+
+def _json_error(status: int, error: str, detail: object = None, **headers: str) -> web.Response:
+    return web.Response(
+        body=error_body(error, status, detail), status=status, content_type=JSON, headers=headers
+    )
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One place turns every failure into the error shape; bad input never becomes a 500."""
+    try:
+        return await handler(request)
+    except DomainError as exc:
+        extra = {}
+        if hasattr(exc, "retry_after"):
+            extra["Retry-After"] = str(exc.retry_after)
+        return _json_error(exc.status, exc.message, exc.detail, **extra)
+    except web.HTTPException as exc:
+        if exc.status < 400 or not wants_json(request):
+            raise
+        reasons = {
+            404: "no such endpoint; see GET /api/v1/runbook for the API",
+            405: f"method {request.method} is not allowed on {request.path}",
+            413: "request body is too large",
+        }
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return _json_error(exc.status, reasons.get(exc.status, exc.reason), None, **headers)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _json_error(500, "internal error; the server log has the details")
+
+
+@web.middleware
+async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith(API) or request.path in PUBLIC_API:
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return _json_error(
+            401,
+            "missing bearer token; send Authorization: Bearer <api_token>",
+            None,
+            **{"WWW-Authenticate": 'Bearer realm="hydraissue"'},
+        )
+    expected = request.app[CONFIG].api_token.encode()
+    if not hmac.compare_digest(token.strip().encode(), expected):
+        return _json_error(
+            401,
+            "invalid bearer token; check api_token in the server's config",
+            None,
+            **{"WWW-Authenticate": 'Bearer realm="hydraissue", error="invalid_token"'},
+        )
+    return await handler(request)
+
+
+@web.middleware
+async def idempotency(request: web.Request, handler: Handler) -> web.StreamResponse:
+    key = request.headers.get("Idempotency-Key")
+    if request.method != "POST" or key is None:
+        return await handler(request)
+    if not key.strip() or len(key) > 255:
+        raise Invalid("Idempotency-Key", "must be 1 to 255 characters")
+    store = request.app[IDEMPOTENCY]
+    digest = hashlib.sha256(f"{request.method} {request.path_qs}\n".encode())
+    if request.content_type.startswith("multipart/"):
+        digest.update(request.headers.get("Content-Length", "").encode())
+    else:
+        digest.update(await request.read())
+    fingerprint = digest.hexdigest()
+    async with store.lock(key):
+        stored = store.get(key)
+        if stored is not None:
+            if stored.fingerprint != fingerprint:
+                return _json_error(
+                    422,
+                    "Idempotency-Key was already used with a different request; use a new key",
+                    {"key": key},
+                )
+            headers = {"Idempotent-Replayed": "true"}
+            if stored.location:
+                headers["Location"] = stored.location
+            return web.Response(
+                body=stored.body,
+                status=stored.status,
+                content_type=stored.content_type,
+                headers=headers,
+            )
+        response = await handler(request)
+        if 200 <= response.status < 300 and isinstance(response, web.Response):
+            body = response.body
+            if isinstance(body, bytes):
+                await store.put(
+                    Stored(
+                        key=key,
+                        fingerprint=fingerprint,
+                        status=response.status,
+                        content_type=response.content_type,
+                        body=body,
+                        location=response.headers.get("Location"),
+                        expires=time.time() + WINDOW_SECONDS,
+                    )
+                )
+        return response
+
+
+def api_config_limit(request: web.Request) -> int:
+    return request.app[CONFIG].max_json_bytes

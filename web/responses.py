@@ -1,0 +1,48 @@
+"""JSON in and out, with the size limit and the one error shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from hydraissue.errors import Invalid, TooLarge
+
+JSON = "application/json"
+
+
+def json_response(
+    payload: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    return web.Response(body=body, status=status, content_type=JSON, headers=headers)
+
+
+def error_body(error: str, code: int, detail: Any = None) -> bytes:
+    return orjson.dumps({"error": error, "code": code, "detail": detail})
+
+
+async def read_json(request: web.Request, limit: int) -> Any:
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(
+            f"request body is {request.content_length} bytes; the limit is {limit}",
+            {"limit": limit},
+        )
+    try:
+        raw = await request.read()  # cached: the idempotency check may have read it already
+    except web.HTTPRequestEntityTooLarge:
+        raise TooLarge(
+            f"request body exceeds the limit of {limit} bytes", {"limit": limit}
+        ) from None
+    if not raw.strip():
+        raise Invalid("body", "is empty; send a JSON object")
+    ctype = request.content_type
+    # curl -d sends form encoding by default; accept it when the body is JSON anyway.
+    lenient = (JSON, "application/octet-stream", "application/x-www-form-urlencoded", "")
+    if ctype not in lenient and not ctype.endswith("+json"):
+        raise Invalid("Content-Type", f"must be application/json, got {ctype}")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Invalid("body", f"is not valid JSON ({exc.msg} at position {exc.pos})") from None
