@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("replay", "rebuild every projection from the event logs (server stopped)"),
         ("verify", "check event logs and projections agree (server stopped)"),
+        ("gc-uploads", "remove upload folders that belong to no issue (server stopped)"),
     ):
         _common(commands.add_parser(name, help=text))
     return parser
@@ -162,7 +163,37 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"serve": cmd_serve, "version": cmd_version, "replay": cmd_replay, "verify": cmd_verify}
+def cmd_gc_uploads(args: argparse.Namespace) -> int:
+    import shutil
+
+    from hydraissue.service import IssueService
+
+    config = _config(args, tokens=False)
+    lock = _locked(config)
+    try:
+        service = IssueService(config.data_path)
+        service.load()
+        live = {row.id for row in service.projection.rows.values() if not row.deleted}
+        orphans = service.uploads.orphans(live)
+        for path in orphans:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+            print(f"removed {path}")
+    finally:
+        lock.release()
+    print(f"gc-uploads: removed {len(orphans)} orphaned upload folder(s) or temp file(s)")
+    return 0
+
+
+COMMANDS = {
+    "serve": cmd_serve,
+    "version": cmd_version,
+    "replay": cmd_replay,
+    "verify": cmd_verify,
+    "gc-uploads": cmd_gc_uploads,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

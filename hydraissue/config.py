@@ -6,6 +6,7 @@ config and the docs are checked against this table by a test.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
@@ -34,6 +35,12 @@ class Config:
     listen: str = DEFAULT_LISTEN
     max_json_bytes: int = 1024 * 1024
     log_level: str = "info"
+    public_view: bool = True
+    upload_max_file_bytes: int = 25 * 1024 * 1024
+    upload_max_files: int = 10
+    upload_max_request_bytes: int = 50 * 1024 * 1024
+    report_rate_limit: int = 10
+    trusted_proxies: tuple[str, ...] = ()
     dev: bool = field(default=False, metadata={"internal": True})
 
     @property
@@ -52,11 +59,11 @@ class Config:
         return f"http://{host}:{port}"
 
 
+_TYPES: dict[str, type] = {"str": str, "int": int, "bool": bool, "tuple[str, ...]": list}
 KEYS: dict[str, type] = {
-    f.name: (int if f.name == "max_json_bytes" else str)
-    for f in fields(Config)
-    if not f.metadata.get("internal")
+    f.name: _TYPES[str(f.type)] for f in fields(Config) if not f.metadata.get("internal")
 }
+_TYPE_WORDS = {str: "a string", int: "a whole number", bool: "true or false", list: "a list"}
 ENV = {
     "HYDRAISSUE_API_TOKEN": "api_token",
     "HYDRAISSUE_ADMIN_TOKEN": "admin_token",
@@ -98,17 +105,46 @@ def check(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
             raise ConfigError(
                 f"{source}: unknown key {key!r}; known keys: {', '.join(sorted(KEYS))}"
             )
-        want = KEYS[key]
-        if want is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ConfigError(f"{source}: {key} must be a whole number, got {value!r}")
-        if want is str and not isinstance(value, str):
-            raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
-        checked[key] = value
+        checked[key] = _coerce(key, value, KEYS[key], source)
+    _check_proxies(checked.get("trusted_proxies", ()), source)
     if "listen" in checked:
         parse_listen(checked["listen"])
     if checked.get("log_level", "info") not in LOG_LEVELS:
         raise ConfigError(f"{source}: log_level must be one of {', '.join(LOG_LEVELS)}")
     return checked
+
+
+def _coerce(key: str, value: Any, want: type, source: str) -> Any:
+    wrong = ConfigError(f"{source}: {key} must be {_TYPE_WORDS[want]}, got {value!r}")
+    if want is bool:
+        if not isinstance(value, bool):
+            raise wrong
+        return value
+    if want is int:
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)  # from the environment
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong
+        if value < 0:
+            raise ConfigError(f"{source}: {key} must not be negative, got {value}")
+        return value
+    if want is list:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{source}: {key} must be a list of strings, got {value!r}")
+        return tuple(value)
+    if not isinstance(value, str):
+        raise wrong
+    return value
+
+
+def _check_proxies(proxies: tuple[str, ...], source: str) -> None:
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{source}: trusted_proxies entry {proxy!r} is not an IP address or CIDR network"
+            ) from None
 
 
 def load(

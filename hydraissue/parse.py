@@ -152,6 +152,10 @@ def project(value: Any) -> str | None:
     return optional_text(value, "project")
 
 
+def reporter(value: Any) -> str | None:
+    return optional_text(value, "reporter")
+
+
 _UPDATERS: dict[str, Callable[[Any], Any]] = {
     "status": status,
     "priority": priority,

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from events.dispatcher import Dispatcher
 from events.log import EventLog
 from events.model import Actor, Event
 from hydraissue.clock import utc_now
-from hydraissue.commands import Command, CreateIssue
+from hydraissue.commands import AddAttachment, Command, CreateIssue
 from hydraissue.decide import decide
+from hydraissue.errors import NotFound
 from hydraissue.evolve import fold
-from hydraissue.model import Issue
+from hydraissue.model import Issue, display_key
+from hydraissue.uploads import Received, UploadStore
 from projections.store import IssueProjection, StartupReport
 
 log = logging.getLogger("hydraissue.service")
@@ -36,6 +39,9 @@ class IssueService:
         self.log = EventLog(data_dir)
         self.projection = IssueProjection(data_dir, self.log)
         self.clock = clock
+        self.uploads = UploadStore(data_dir)
+        self.dispatcher = Dispatcher()
+        self.dispatcher.subscribe("uploads-cleanup", self._remove_uploads_of_deleted)
         self._locks: dict[int, asyncio.Lock] = {}
         self._next_pos = 1
 
@@ -77,7 +83,28 @@ class IssueService:
             issue = fold(events, state)
             assert issue is not None
             self.projection.apply(events, issue, size)
+        await self.dispatcher.publish(events)
         return Outcome(issue, events)
+
+    async def attach(self, issue_id: int, received: Received, actor: Actor) -> Outcome:
+        """Move a received file into place, then record it with an event."""
+        if self.projection.issue(issue_id) is None:
+            self.uploads.discard([received])
+            raise NotFound(f"{display_key(issue_id)} does not exist", {"id": issue_id})
+        filename = await asyncio.to_thread(self.uploads.commit, issue_id, received)
+        command = AddAttachment(
+            issue_id=issue_id,
+            name=received.name,
+            filename=filename,
+            size=received.size,
+            content_type=received.content_type,
+        )
+        return await self.handle(command, actor)
+
+    async def _remove_uploads_of_deleted(self, events: Sequence[Event]) -> None:
+        for event in events:
+            if event.type == "issue.deleted":
+                await asyncio.to_thread(self.uploads.remove_issue, event.issue_id)
 
     def history(self, issue_id: int) -> list[Event] | None:
         """The audit query: every event of a live issue, oldest first."""

@@ -9,25 +9,30 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp_jinja2
+import jinja2
 from aiohttp import web
 
 from hydraissue.config import Config
 from hydraissue.datadir import DataDirLock
 from hydraissue.idempotency import IdempotencyStore
+from hydraissue.ratelimit import RateLimiter
 from hydraissue.service import IssueService
+from hydraissue.uploads import human
 from projections.flusher import Flusher
-from web import api
-from web.keys import CONFIG, IDEMPOTENCY, RUNBOOK, SERVICE, STARTED
-from web.middleware import bearer_auth, errors, idempotency
+from web import api, public
+from web.clientip import networks
+from web.keys import CONFIG, IDEMPOTENCY, RATE_LIMITER, RUNBOOK, SERVICE, STARTED, TRUSTED_PROXIES
+from web.middleware import bearer_auth, errors, idempotency, security_headers
 
 log = logging.getLogger("hydraissue")
+HERE = Path(__file__).resolve().parent
 WARM_CHUNK = 256
 
 
 def runbook_text() -> bytes:
     """docs/runbook.md from the source tree, or the copy packed into the wheel."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "docs" / "runbook.md", here / "runbook.md"):
+    for candidate in (HERE.parent / "docs" / "runbook.md", HERE / "runbook.md"):
         if candidate.exists():
             return candidate.read_bytes()
     return b"# HydraIssue runbook\n\nThe runbook was not packaged with this build.\n"
@@ -41,7 +46,18 @@ def create_app(config: Config, *, own_lock: bool = True) -> web.Application:
     app[CONFIG] = config
     app[RUNBOOK] = runbook_text()
     app[STARTED] = time.monotonic()
+    app[RATE_LIMITER] = RateLimiter(config.report_rate_limit)
+    app[TRUSTED_PROXIES] = networks(config.trusted_proxies)
+    env = aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=jinja2.select_autoescape(default=True),
+    )
+    env.globals["human"] = human
+    app.on_response_prepare.append(security_headers)
     app.add_routes(api.routes)
+    app.add_routes(public.routes)
+    app.router.add_static("/static", HERE / "static")
     app.cleanup_ctx.append(_storage(own_lock))
     return app
 
@@ -55,6 +71,7 @@ def _storage(own_lock: bool):  # type: ignore[no-untyped-def]
         if own_lock:
             lock.acquire()
         service = IssueService(data_dir)
+        service.uploads.clear_incoming()  # halves of uploads cut off by a crash
         started = time.monotonic()
         report = await asyncio.to_thread(service.load)
         log.info(

@@ -8,9 +8,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+import aiohttp_jinja2
 from aiohttp import web
 
-from hydraissue.errors import DomainError, Invalid
+from hydraissue.errors import DomainError, Invalid, TooManyRequests
 from hydraissue.idempotency import WINDOW_SECONDS, Stored
 from web.keys import CONFIG, IDEMPOTENCY
 from web.responses import JSON, error_body
@@ -28,6 +29,29 @@ def wants_json(request: web.Request) -> bool:
     )
 
 
+HTML_REASONS = {
+    404: "There is nothing at this address.",
+    405: "This page cannot be used that way.",
+    413: "What you sent is too large.",
+}
+HEADINGS = {
+    400: "Please check your input",
+    404: "Not found",
+    413: "Too large",
+    429: "Please slow down",
+}
+
+
+def html_message(
+    request: web.Request, status: int, text: str, headers: dict[str, str]
+) -> web.Response:
+    heading = HEADINGS.get(status, "Something went wrong")
+    context = {"heading": heading, "text": text, "status": status}
+    response = aiohttp_jinja2.render_template("message.html", request, context, status=status)
+    response.headers.update(headers)
+    return response
+
+
 def _json_error(status: int, error: str, detail: object = None, **headers: str) -> web.Response:
     return web.Response(
         body=error_body(error, status, detail), status=status, content_type=JSON, headers=headers
@@ -41,12 +65,17 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except DomainError as exc:
         extra = {}
-        if hasattr(exc, "retry_after"):
+        if isinstance(exc, TooManyRequests):
             extra["Retry-After"] = str(exc.retry_after)
+        if not wants_json(request):
+            return html_message(request, exc.status, exc.message, extra)
         return _json_error(exc.status, exc.message, exc.detail, **extra)
     except web.HTTPException as exc:
-        if exc.status < 400 or not wants_json(request):
+        if exc.status < 400:
             raise
+        if not wants_json(request):
+            text = HTML_REASONS.get(exc.status, exc.reason)
+            return html_message(request, exc.status, text, {})
         reasons = {
             404: "no such endpoint; see GET /api/v1/runbook for the API",
             405: f"method {request.method} is not allowed on {request.path}",
@@ -56,7 +85,29 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _json_error(exc.status, reasons.get(exc.status, exc.reason), None, **headers)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
+        if not wants_json(request):
+            return html_message(request, 500, "Something broke on our side; it was logged.", {})
         return _json_error(500, "internal error; the server log has the details")
+
+
+HTML_SECURITY = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Pages get a strict CSP; uploads set their own (sandbox) in their handler."""
+    if response.content_type == "text/html":
+        for name, value in HTML_SECURITY.items():
+            response.headers.setdefault(name, value)
+    else:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
 
 
 @web.middleware

@@ -1,0 +1,91 @@
+"""Reading form posts: url-encoded or multipart, files streamed with limits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from aiohttp import BodyPartReader, web
+
+from hydraissue.errors import Invalid, TooLarge
+from hydraissue.uploads import Budget, Limits, Received, UploadStore
+
+MAX_TEXT_FIELD = 256 * 1024
+MAX_TEXT_TOTAL = 1024 * 1024
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+@dataclass(slots=True)
+class FormPost:
+    fields: dict[str, str] = field(default_factory=dict)
+    files: list[Received] = field(default_factory=list)
+    too_large: TooLarge | None = None
+
+
+async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(256 * 1024):
+        yield chunk
+
+
+async def _text(part: BodyPartReader, budget: list[int]) -> str:
+    data = bytearray()
+    async for chunk in _chunks(part):
+        data += chunk
+        budget[0] += len(chunk)
+        if len(data) > MAX_TEXT_FIELD or budget[0] > MAX_TEXT_TOTAL:
+            raise TooLarge(
+                f"field {part.name!r} is too long",
+                {"field": part.name, "limit": MAX_TEXT_FIELD},
+            )
+    return data.decode(part.get_charset("utf-8"), errors="replace")
+
+
+async def read_form(
+    request: web.Request, uploads: UploadStore, limits: Limits, file_field: str
+) -> FormPost:
+    """Fields and whole files; a size limit stops reading and keeps what was typed."""
+    if request.content_type not in FORM_TYPES:
+        raise Invalid(
+            "Content-Type",
+            f"must be one of {', '.join(FORM_TYPES)}, got {request.content_type or 'none'}",
+        )
+    if request.content_type == FORM_TYPES[0]:
+        try:
+            posted = await request.post()
+        except web.HTTPRequestEntityTooLarge:
+            raise TooLarge("the form is too large", {"limit": request.client_max_size}) from None
+        return FormPost(fields={k: v for k, v in posted.items() if isinstance(v, str)})
+    ceiling = limits.max_request_bytes + MAX_TEXT_TOTAL
+    if request.content_length is not None and request.content_length > ceiling:
+        raise TooLarge(
+            "the upload is larger than the limit for one report",
+            {"field": file_field, "limit": limits.max_request_bytes},
+        )
+    post = FormPost()
+    budget = Budget(limits)
+    text_budget = [0]
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise Invalid("body", "nested multipart bodies are not supported")
+            name = part.name or ""
+            if part.filename is None:
+                post.fields[name] = await _text(part, text_budget)
+            elif name != file_field:
+                raise Invalid(name, f"unexpected file field; send files as {file_field!r}")
+            elif part.filename == "":
+                await part.release()  # a file input left empty by the browser
+            else:
+                post.files.append(await uploads.receive(_chunks(part), part.filename, budget))
+    except TooLarge as exc:
+        uploads.discard(post.files)
+        post.files = []
+        post.too_large = exc
+    except ValueError as exc:  # aiohttp's complaint about a malformed multipart body
+        uploads.discard(post.files)
+        raise Invalid("body", f"is not a valid multipart body ({exc})") from None
+    except BaseException:
+        uploads.discard(post.files)
+        raise
+    return post

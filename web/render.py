@@ -1,0 +1,38 @@
+"""User text to safe HTML: Markdown through markdown-it, then nh3's allow-list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nh3
+import orjson
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+
+# "js-default" escapes raw HTML; nh3 then removes anything a link or image could still
+# smuggle in (javascript: URLs, event handlers) should a rule ever let it through.
+_md = MarkdownIt("js-default").enable("table").enable("strikethrough")
+_TAGS = {
+    "a", "abbr", "b", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4",
+    "h5", "h6", "hr", "i", "img", "li", "ol", "p", "pre", "s", "strong", "table",
+    "tbody", "td", "th", "thead", "tr", "ul",
+}  # fmt: skip
+
+
+def markdown(text: str) -> Markup:
+    html = _md.render(text or "")
+    return Markup(
+        nh3.clean(
+            html,
+            tags=_TAGS,
+            link_rel="noopener noreferrer nofollow",
+            url_schemes={"http", "https", "mailto"},
+        )
+    )
+
+
+def field_value(value: Any) -> str:
+    """A custom field value as text: strings as they are, anything else as JSON."""
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
