@@ -11,9 +11,10 @@ from aiohttp import web
 from events.model import Actor
 from hydraissue import __version__, parse
 from hydraissue.commands import DeleteIssue
-from hydraissue.errors import NotFound
+from hydraissue.errors import Invalid, NotFound
 from hydraissue.model import Issue, display_key
 from projections.query import parse_list_query
+from web.forms import read_form, upload_limits
 from web.keys import CONFIG, RUNBOOK, SERVICE, STARTED
 from web.responses import json_response, read_json
 
@@ -145,3 +146,18 @@ async def issue_events(request: web.Request) -> web.Response:
     live_issue(request, issue_id)
     events = await asyncio.to_thread(request.app[SERVICE].log.read, issue_id)
     return json_response(orjson.dumps([event.to_dict() for event in events]))
+
+
+@routes.post("/api/v1/issues/{id}/attachments")
+async def add_attachment(request: web.Request) -> web.Response:
+    issue_id = issue_id_of(request)
+    live_issue(request, issue_id)
+    service = request.app[SERVICE]
+    post = await read_form(request, service.uploads, upload_limits(request.app[CONFIG]), "file")
+    if post.too_large is not None:
+        raise post.too_large
+    if len(post.files) != 1:
+        service.uploads.discard(post.files)
+        raise Invalid("file", "send exactly one file in the multipart field 'file'")
+    outcome = await service.attach(issue_id, post.files[0], API_ACTOR)
+    return json_response(outcome.issue.attachments[-1].to_dict(), status=201)

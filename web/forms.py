@@ -7,12 +7,21 @@ from dataclasses import dataclass, field
 
 from aiohttp import BodyPartReader, web
 
+from hydraissue.config import Config
 from hydraissue.errors import Invalid, TooLarge
 from hydraissue.uploads import Budget, Limits, Received, UploadStore
 
 MAX_TEXT_FIELD = 256 * 1024
 MAX_TEXT_TOTAL = 1024 * 1024
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def upload_limits(config: Config) -> Limits:
+    return Limits(
+        max_file_bytes=config.upload_max_file_bytes,
+        max_files=config.upload_max_files,
+        max_request_bytes=config.upload_max_request_bytes,
+    )
 
 
 @dataclass(slots=True)

@@ -12,24 +12,15 @@ from events.model import Actor
 from hydraissue.errors import NotFound, TooManyRequests
 from hydraissue.model import CATEGORIES, display_key
 from hydraissue.report import FILE_FIELD, FORM_FIELDS, HONEYPOT, FormInvalid, is_spam, parse_report
-from hydraissue.uploads import INLINE_TYPES, Limits
+from hydraissue.uploads import INLINE_TYPES
 from web.clientip import client_ip
-from web.forms import read_form
+from web.forms import read_form, upload_limits
 from web.keys import CONFIG, RATE_LIMITER, SERVICE, TRUSTED_PROXIES
 from web.middleware import wants_json
 from web.render import field_value, markdown
 from web.responses import json_response
 
 routes = web.RouteTableDef()
-
-
-def upload_limits(request: web.Request) -> Limits:
-    config = request.app[CONFIG]
-    return Limits(
-        max_file_bytes=config.upload_max_file_bytes,
-        max_files=config.upload_max_files,
-        max_request_bytes=config.upload_max_request_bytes,
-    )
 
 
 def render_form(
@@ -49,7 +40,7 @@ def render_form(
         "extras": extras,
         "projects": request.app[SERVICE].projection.known_projects(),
         "categories": CATEGORIES,
-        "limits": upload_limits(request),
+        "limits": upload_limits(request.app[CONFIG]),
     }
     return aiohttp_jinja2.render_template("report.html", request, context, status=status)
 
@@ -68,7 +59,7 @@ async def submit_report(request: web.Request) -> web.StreamResponse:
         raise TooManyRequests(
             f"Too many reports from your address. Please try again in {wait} seconds.", wait
         )
-    post = await read_form(request, service.uploads, upload_limits(request), FILE_FIELD)
+    post = await read_form(request, service.uploads, upload_limits(request.app[CONFIG]), FILE_FIELD)
     if post.too_large is not None:
         if wants_json(request):
             raise post.too_large
