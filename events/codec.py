@@ -61,7 +61,12 @@ def load_items(data: bytes) -> list[Any]:
 
 
 def load_yaml_list(data: bytes) -> list[Any]:
-    loaded = yaml.load(data, Loader=yaml.CSafeLoader)
+    try:
+        loaded = yaml.load(data, Loader=yaml.CSafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise NotFlowLines(f"not valid YAML{where}") from None
     if loaded is None:
         return []
     if not isinstance(loaded, list):

@@ -157,7 +157,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"{len(problems)} problem(s) in {config.data_path}:")
         for problem in problems:
             print(f"  - {problem}")
-        print("`hydraissue replay` rebuilds the projections from the logs.")
+        print(
+            "`hydraissue replay` rebuilds issues/ and issues.yaml from the logs; a damaged "
+            "events/ file must first be restored from a backup (docs/runbook.md)."
+        )
         return 1
     print(f"ok: event logs and projections in {config.data_path} agree")
     return 0
