@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 
 from events.codec import NotFlowLines, dump_item, load_items
-from events.fsio import append_durably, truncate_durably
+from events.fsio import append_durably, fsync_dir, truncate_durably
 from events.model import Event
 
 
@@ -30,6 +30,11 @@ class Repair:
     kept_size: int
 
     def describe(self) -> str:
+        if self.kept_size == 0:
+            return (
+                f"events/{self.issue_id}.yaml: removed; it held only a torn first event "
+                f"({self.cut_bytes} bytes) left by a crash"
+            )
         return (
             f"events/{self.issue_id}.yaml: cut a torn last event "
             f"({self.cut_bytes} bytes) left by a crash; kept {self.kept_size} bytes"
@@ -61,7 +66,7 @@ class EventLog:
         try:
             items = load_items(data)
             return [Event.from_dict(item) for item in items]
-        except (NotFlowLines, ValueError, KeyError, TypeError) as exc:
+        except (NotFlowLines, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise LogCorrupt(f"events/{issue_id}.yaml: {exc}") from exc
 
     def sizes(self) -> dict[int, int]:
@@ -90,9 +95,14 @@ class EventLog:
             if not line.startswith(b"- ") and b"\x00" not in line:
                 break  # a hand-written YAML item: not ours to judge here
             keep = start
-        if keep == len(data):
+        if keep == len(data) and keep > 0:
             return None
-        truncate_durably(path, keep)
+        if keep == 0:
+            # Only a torn create: the issue was never acknowledged, so it never existed.
+            path.unlink()
+            fsync_dir(self.dir)
+        else:
+            truncate_durably(path, keep)
         return Repair(issue_id=issue_id, cut_bytes=len(data) - keep, kept_size=keep)
 
 

@@ -75,7 +75,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 def parse_listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ConfigError(f"listen: expected HOST:PORT such as 127.0.0.1:8080, got {value!r}")
     return host.strip("[]"), int(port)
 
@@ -121,7 +121,7 @@ def _coerce(key: str, value: Any, want: type, source: str) -> Any:
             raise wrong
         return value
     if want is int:
-        if isinstance(value, str) and value.isdigit():
+        if isinstance(value, str) and value.isascii() and value.isdigit():
             value = int(value)  # from the environment
         if isinstance(value, bool) or not isinstance(value, int):
             raise wrong

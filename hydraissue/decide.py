@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import orjson
+
 from hydraissue.commands import (
     AddAttachment,
     AddComment,
@@ -79,6 +81,11 @@ def _check_etag(if_match: str | None, issue: Issue) -> None:
         )
 
 
+def _differs(old: Any, new: Any) -> bool:
+    """JSON-level difference: 1, 1.0 and true are different values to a client."""
+    return old is not new and orjson.dumps(old) != orjson.dumps(new)
+
+
 def _update(issue: Issue, command: UpdateIssue) -> list[NewEvent]:
     _check_etag(command.if_match, issue)
     requested = command.changes.get("status")
@@ -88,7 +95,7 @@ def _update(issue: Issue, command: UpdateIssue) -> list[NewEvent]:
             "done and closed never go back to an earlier state",
             {"current": issue.status, "requested": requested},
         )
-    changes = {k: v for k, v in command.changes.items() if getattr(issue, k) != v}
+    changes = {k: v for k, v in command.changes.items() if _differs(getattr(issue, k), v)}
     if not changes:
         return []
     previous = {k: getattr(issue, k) for k in changes}

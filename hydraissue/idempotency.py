@@ -27,7 +27,7 @@ class Stored:
     status: int
     content_type: str
     body: bytes
-    location: str | None
+    headers: dict[str, str]
     expires: float
 
     def to_dict(self) -> dict[str, Any]:
@@ -37,7 +37,7 @@ class Stored:
             "status": self.status,
             "content_type": self.content_type,
             "body": base64.b64encode(self.body).decode(),
-            "location": self.location,
+            "headers": self.headers,
             "expires": self.expires,
         }
 
@@ -49,7 +49,7 @@ class Stored:
             status=int(raw["status"]),
             content_type=raw["content_type"],
             body=base64.b64decode(raw["body"]),
-            location=raw.get("location"),
+            headers=dict(raw.get("headers") or {}),
             expires=float(raw["expires"]),
         )
 

@@ -38,6 +38,13 @@ UPDATE_FIELDS = (
 )
 
 
+def issue_id(raw: str) -> int | None:
+    """An id from a URL: ASCII digits only ('²'.isdigit() is true), at most 18 of them."""
+    if raw.isascii() and raw.isdigit() and len(raw) <= 18:
+        return int(raw)
+    return None
+
+
 def _object(body: Any, what: str = "body") -> dict[str, Any]:
     if not isinstance(body, dict):
         raise Invalid(what, f"must be a JSON object, got {_kind(body)}")
@@ -118,12 +125,32 @@ def choice(value: Any, field: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+MAX_KEY = 128  # YAML caps inline keys at 1024 characters, escapes included (6 per char)
+MAX_DEPTH = 32  # far beyond any real metadata; keeps every encoder's recursion safe
+
+
 def custom_fields(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise Invalid("custom_fields", f"must be a JSON object, got {_kind(value)}")
+    _check_nested(value, 1)
     return value
+
+
+def _check_nested(value: Any, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise Invalid("custom_fields", f"is nested more than {MAX_DEPTH} levels deep")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if len(key) > MAX_KEY:
+                raise Invalid(
+                    "custom_fields", f"key {key[:20]!r}… is longer than {MAX_KEY} characters"
+                )
+            _check_nested(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_nested(item, depth + 1)
 
 
 def create_issue(body: Any) -> CreateIssue:

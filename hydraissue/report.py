@@ -75,7 +75,11 @@ def _custom_fields(raw: str, errors: dict[str, str]) -> dict[str, Any]:
     if not isinstance(value, dict):
         errors["custom_fields"] = 'Custom fields must be a JSON object, like {"device": "Quest 3"}.'
         return {}
-    return value
+    try:
+        return parse.custom_fields(value)
+    except Invalid as exc:
+        errors["custom_fields"] = _friendly("custom_fields", exc)
+        return {}
 
 
 def _friendly(name: str, exc: Invalid) -> str:

@@ -46,8 +46,15 @@ class Flusher:
             snapshot = self.projection.take_index() if index else None
             if not issues and not removed and snapshot is None:
                 return
+            write = asyncio.ensure_future(
+                asyncio.to_thread(self.projection.write_files, issues, removed, snapshot)
+            )
             try:
-                await asyncio.to_thread(self.projection.write_files, issues, removed, snapshot)
+                # Shielded: a cancel (shutdown) must not let a later flush race this write.
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                await write
+                raise
             except OSError:
                 log.exception("writing projection files failed; will retry")
                 self.projection.dirty_issues.update(i.id for i in issues)

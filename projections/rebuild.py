@@ -53,6 +53,8 @@ def _fold_all(
             fixed = log.repair(issue_id)
             if fixed:
                 repairs.append(fixed.describe())
+                if fixed.kept_size == 0:
+                    continue
         try:
             events = log.read(issue_id)
             issue = fold(events)

@@ -83,6 +83,9 @@ class IssueProjection:
             if repair:
                 report.repairs.append(repair.describe())
                 log.warning(repair.describe())
+                if repair.kept_size == 0:
+                    rows.pop(issue_id, None)
+                    continue
             rows[issue_id] = self._replay_one(issue_id)
             report.replayed.append(issue_id)
         for row in rows.values():

@@ -24,9 +24,10 @@ API_ACTOR = Actor("api")
 
 def issue_id_of(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
+    found = parse.issue_id(raw)
+    if found is None:
         raise NotFound(f"no issue {raw!r}: ids are whole numbers", {"id": raw})
-    return int(raw)
+    return found
 
 
 def live_issue(request: web.Request, issue_id: int) -> Issue:

@@ -24,6 +24,7 @@ from web import api, public
 from web.clientip import networks
 from web.keys import CONFIG, IDEMPOTENCY, RATE_LIMITER, RUNBOOK, SERVICE, STARTED, TRUSTED_PROXIES
 from web.middleware import bearer_auth, errors, idempotency, security_headers
+from web.render import when
 
 log = logging.getLogger("hydraissue")
 HERE = Path(__file__).resolve().parent
@@ -54,6 +55,7 @@ def create_app(config: Config, *, own_lock: bool = True) -> web.Application:
         autoescape=jinja2.select_autoescape(default=True),
     )
     env.globals["human"] = human
+    env.filters["when"] = when
     app.on_response_prepare.append(security_headers)
     app.add_routes(api.routes)
     app.add_routes(public.routes)

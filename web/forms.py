@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from hydraissue.config import Config
 from hydraissue.errors import Invalid, TooLarge
-from hydraissue.uploads import Budget, Limits, Received, UploadStore
+from hydraissue.uploads import Budget, Limits, Received, UploadStore, human
 
 MAX_TEXT_FIELD = 256 * 1024
 MAX_TEXT_TOTAL = 1024 * 1024
@@ -65,12 +66,15 @@ async def read_form(
             raise TooLarge("the form is too large", {"limit": request.client_max_size}) from None
         return FormPost(fields={k: v for k, v in posted.items() if isinstance(v, str)})
     ceiling = limits.max_request_bytes + MAX_TEXT_TOTAL
+    post = FormPost()
     if request.content_length is not None and request.content_length > ceiling:
-        raise TooLarge(
-            "the upload is larger than the limit for one report",
+        # Too big to be worth reading at all: answer before the upload finishes.
+        post.too_large = TooLarge(
+            f"the upload is larger than {human(limits.max_request_bytes)}, "
+            "the limit for one report",
             {"field": file_field, "limit": limits.max_request_bytes},
         )
-    post = FormPost()
+        return post
     budget = Budget(limits)
     text_budget = [0]
     try:
@@ -83,18 +87,24 @@ async def read_form(
                 post.fields[name] = await _text(part, text_budget)
             elif name != file_field:
                 raise Invalid(name, f"unexpected file field; send files as {file_field!r}")
-            elif part.filename == "":
-                await part.release()  # a file input left empty by the browser
+            elif part.filename == "" or post.too_large is not None:
+                await part.release()  # an empty file input, or files after one over a limit
             else:
-                post.files.append(await uploads.receive(_chunks(part), part.filename, budget))
-    except TooLarge as exc:
-        uploads.discard(post.files)
-        post.files = []
+                try:
+                    post.files.append(await uploads.receive(_chunks(part), part.filename, budget))
+                except TooLarge as exc:
+                    # Keep reading: browsers send the fields after the file input.
+                    post.too_large = exc
+                    await part.release()
+    except TooLarge as exc:  # a text field over its limit
         post.too_large = exc
-    except ValueError as exc:  # aiohttp's complaint about a malformed multipart body
+    except (ValueError, HttpProcessingError) as exc:  # a malformed multipart body
         uploads.discard(post.files)
         raise Invalid("body", f"is not a valid multipart body ({exc})") from None
     except BaseException:
         uploads.discard(post.files)
         raise
+    if post.too_large is not None:
+        uploads.discard(post.files)
+        post.files = []
     return post

@@ -134,6 +134,9 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     return await handler(request)
 
 
+REPLAYED_HEADERS = ("Location", "ETag")
+
+
 @web.middleware
 async def idempotency(request: web.Request, handler: Handler) -> web.StreamResponse:
     key = request.headers.get("Idempotency-Key")
@@ -157,9 +160,7 @@ async def idempotency(request: web.Request, handler: Handler) -> web.StreamRespo
                     "Idempotency-Key was already used with a different request; use a new key",
                     {"key": key},
                 )
-            headers = {"Idempotent-Replayed": "true"}
-            if stored.location:
-                headers["Location"] = stored.location
+            headers = {**stored.headers, "Idempotent-Replayed": "true"}
             return web.Response(
                 body=stored.body,
                 status=stored.status,
@@ -177,7 +178,11 @@ async def idempotency(request: web.Request, handler: Handler) -> web.StreamRespo
                         status=response.status,
                         content_type=response.content_type,
                         body=body,
-                        location=response.headers.get("Location"),
+                        headers={
+                            name: response.headers[name]
+                            for name in REPLAYED_HEADERS
+                            if name in response.headers
+                        },
                         expires=time.time() + WINDOW_SECONDS,
                     )
                 )

@@ -11,6 +11,7 @@ from aiohttp import web
 from events.model import Actor
 from hydraissue.errors import NotFound, TooManyRequests
 from hydraissue.model import CATEGORIES, display_key
+from hydraissue.parse import issue_id
 from hydraissue.report import FILE_FIELD, FORM_FIELDS, HONEYPOT, FormInvalid, is_spam, parse_report
 from hydraissue.uploads import INLINE_TYPES
 from web.clientip import client_ip
@@ -92,8 +93,8 @@ async def submit_report(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/report/thanks")
 async def thanks(request: web.Request) -> web.Response:
-    raw = request.query.get("id", "")
-    reference = f" Your reference is {display_key(int(raw))}." if raw.isdigit() else ""
+    found = issue_id(request.query.get("id", ""))
+    reference = f" Your reference is {display_key(found)}." if found is not None else ""
     return aiohttp_jinja2.render_template(
         "message.html",
         request,
@@ -104,9 +105,10 @@ async def thanks(request: web.Request) -> web.Response:
 @routes.get("/issues/{id}")
 async def issue_page(request: web.Request) -> web.Response:
     raw = request.match_info["id"]
+    found = issue_id(raw)
     issue = None
-    if request.app[CONFIG].public_view and raw.isdigit() and len(raw) < 19:
-        issue = request.app[SERVICE].projection.issue(int(raw))
+    if request.app[CONFIG].public_view and found is not None:
+        issue = request.app[SERVICE].projection.issue(found)
     if issue is None:
         raise NotFound("There is no such issue.", {"id": raw})
     context = {
@@ -128,7 +130,8 @@ async def issue_page(request: web.Request) -> web.Response:
 async def serve_upload(request: web.Request) -> web.StreamResponse:
     raw_id, filename = request.match_info["id"], request.match_info["filename"]
     service = request.app[SERVICE]
-    issue = service.projection.issue(int(raw_id)) if raw_id.isdigit() and len(raw_id) < 19 else None
+    found = issue_id(raw_id)
+    issue = service.projection.issue(found) if found is not None else None
     attachment = (
         next((a for a in issue.attachments if a.filename == filename), None) if issue else None
     )

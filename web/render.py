@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import nh3
@@ -29,6 +30,15 @@ def markdown(text: str) -> Markup:
             url_schemes={"http", "https", "mailto"},
         )
     )
+
+
+def when(stamp: str) -> str:
+    """'2026-11-25T14:35:30.770Z' as '25 Nov 2026, 14:35 UTC' for people."""
+    try:
+        moment = datetime.strptime(stamp[:16], "%Y-%m-%dT%H:%M")
+    except ValueError:
+        return stamp
+    return f"{moment.day} {moment:%b %Y, %H:%M} UTC"
 
 
 def field_value(value: Any) -> str:

@@ -1,0 +1,283 @@
+"""Invariant 2: a 2xx means on disk. SIGKILL the real server mid-stream, restart it,
+and find every acknowledged write; then ``hydraissue verify`` agrees with the logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+BIN = Path(sys.executable).parent / "hydraissue"
+API_TOKEN = "crash-api-token"
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+CLIENTS = 8
+NON_TERMINAL = ("open", "groomed", "planning", "proposed", "accepted", "rejected", "implementing")
+TERMINAL = ("done", "closed")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def server_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRAISSUE_")}
+    env.update(
+        HOME=str(home),
+        HYDRAISSUE_API_TOKEN=API_TOKEN,
+        HYDRAISSUE_ADMIN_TOKEN="crash-admin-token",
+    )
+    return env
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+async def start_server(data_dir: Path, home: Path, log: Path) -> Server:
+    port = free_port()
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [str(BIN), "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"],
+            env=server_env(home),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(proc, f"http://127.0.0.1:{port}", log)
+    deadline = time.monotonic() + 15
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited with {proc.returncode}:\n{server.output()}")
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with session.get(f"{server.url}/api/v1/health") as resp:
+                    if resp.status == 200:
+                        return server
+            await asyncio.sleep(0.05)
+    stop(server, signal.SIGKILL)
+    pytest.fail(f"server did not become healthy:\n{server.output()}")
+
+
+def stop(server: Server, sig: signal.Signals) -> int:
+    if server.proc.poll() is None:
+        server.proc.send_signal(sig)
+    try:
+        return server.proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait()
+        raise
+
+
+# -- the write stream ----------------------------------------------------------------
+
+
+@dataclass
+class Record:
+    """What clients were told. ``acked`` only for complete 2xx answers."""
+
+    titles: dict[int, str] = field(default_factory=dict)
+    # per issue, every status PATCH whose outcome is 2xx (True) or unknown (False)
+    statuses: dict[int, list[tuple[str, bool]]] = field(default_factory=dict)
+    comments_acked: dict[int, set[str]] = field(default_factory=dict)
+    comments_sent: dict[int, set[str]] = field(default_factory=dict)
+    deleted_acked: set[int] = field(default_factory=set)
+    deleted_maybe: set[int] = field(default_factory=set)
+    acks: int = 0
+    unexpected: list[str] = field(default_factory=list)
+    first_ack: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def acked(self) -> None:
+        self.acks += 1
+        self.first_ack.set()
+
+
+class Gone(Exception):
+    """The server went away (killed): this client stops."""
+
+
+async def send(
+    session: aiohttp.ClientSession, method: str, url: str, body: Any = None
+) -> tuple[int, Any]:
+    try:
+        async with session.request(method, url, json=body, headers=AUTH) as resp:
+            data = await resp.json() if resp.status != 204 else None
+            return resp.status, data
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        raise Gone from exc
+
+
+async def writer(n: int, base: str, rec: Record, stop_at: asyncio.Event) -> None:
+    rng = random.Random(n)
+    mine: list[int] = []
+    last_status: dict[int, str] = {}
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        step = 0
+        while not stop_at.is_set():
+            step += 1
+            try:
+                # create
+                title = f'client {n} issue {step} \u2028 😀 "q"'
+                body = {"title": title, "custom_fields": {"client": n, "step": step}}
+                status, data = await send(session, "POST", f"{base}/api/v1/issues", body)
+                if status == 201:
+                    assert data["id"] not in rec.titles, "an id was handed out twice"
+                    rec.titles[data["id"]] = title
+                    rec.statuses[data["id"]] = []
+                    mine.append(data["id"])
+                    last_status[data["id"]] = "open"
+                    rec.acked()
+                else:
+                    rec.unexpected.append(f"create -> {status} {data}")
+                if not mine:
+                    continue
+                # patch a status (never a 409: terminal issues stay terminal)
+                issue_id = rng.choice(mine)
+                current = last_status[issue_id]
+                choices = TERMINAL if current in TERMINAL else NON_TERMINAL + TERMINAL
+                wanted = rng.choice([s for s in choices if s != current])
+                rec.statuses[issue_id].append((wanted, False))
+                status, data = await send(
+                    session, "PATCH", f"{base}/api/v1/issues/{issue_id}", {"status": wanted}
+                )
+                if status == 200:
+                    rec.statuses[issue_id][-1] = (wanted, True)
+                    last_status[issue_id] = wanted
+                    rec.acked()
+                else:
+                    rec.statuses[issue_id].pop()
+                    rec.unexpected.append(f"patch -> {status} {data}")
+                # comment
+                issue_id = rng.choice(mine)
+                text = f"comment {n}/{step}\nline two \x85 {rng.random()}"
+                rec.comments_sent.setdefault(issue_id, set()).add(text)
+                status, data = await send(
+                    session,
+                    "POST",
+                    f"{base}/api/v1/issues/{issue_id}/comments",
+                    {"author": f"c{n}", "text": text},
+                )
+                if status == 201 and data["text"] == text:
+                    rec.comments_acked.setdefault(issue_id, set()).add(text)
+                    rec.acked()
+                else:
+                    rec.unexpected.append(f"comment -> {status} {data}")
+                # now and then, delete one
+                if rng.random() < 0.1 and len(mine) > 1:
+                    issue_id = mine.pop(rng.randrange(len(mine)))
+                    rec.deleted_maybe.add(issue_id)
+                    status, _ = await send(session, "DELETE", f"{base}/api/v1/issues/{issue_id}")
+                    if status == 204:
+                        rec.deleted_acked.add(issue_id)
+                        rec.acked()
+                    else:
+                        rec.unexpected.append(f"delete -> {status}")
+            except Gone:
+                return
+
+
+def allowed_final_statuses(history: list[tuple[str, bool]]) -> set[str]:
+    """The last acknowledged status, or any sent after it whose answer never came."""
+    last_ack = max((i for i, (_, ok) in enumerate(history) if ok), default=-1)
+    base = history[last_ack][0] if last_ack >= 0 else "open"
+    return {base} | {s for s, ok in history[last_ack + 1 :] if not ok}
+
+
+async def check_acknowledged(base: str, rec: Record) -> None:
+    async with aiohttp.ClientSession() as session:
+        for issue_id, title in rec.titles.items():
+            async with session.get(f"{base}/api/v1/issues/{issue_id}", headers=AUTH) as resp:
+                if issue_id in rec.deleted_acked:
+                    assert resp.status == 404, f"deleted issue {issue_id} is back"
+                    continue
+                if issue_id in rec.deleted_maybe and resp.status == 404:
+                    continue
+                assert resp.status == 200, f"acknowledged issue {issue_id} lost"
+                issue = await resp.json()
+            assert issue["title"] == title
+            allowed = allowed_final_statuses(rec.statuses[issue_id])
+            assert issue["status"] in allowed, (issue_id, issue["status"], rec.statuses[issue_id])
+            texts = {c["text"] for c in issue["comments"]}
+            missing = rec.comments_acked.get(issue_id, set()) - texts
+            assert not missing, f"issue {issue_id} lost acknowledged comments {missing}"
+            assert texts <= rec.comments_sent.get(issue_id, set()), "a comment from nowhere"
+            assert [c["id"] for c in issue["comments"]] == list(
+                range(1, len(issue["comments"]) + 1)
+            )
+            async with session.get(f"{base}/api/v1/issues/{issue_id}/events", headers=AUTH) as resp:
+                events = await resp.json()
+            assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        # the restarted server takes writes and hands out fresh ids
+        async with session.post(
+            f"{base}/api/v1/issues", json={"title": "after restart"}, headers=AUTH
+        ) as resp:
+            assert resp.status == 201
+            new_id = (await resp.json())["id"]
+        assert new_id not in rec.titles
+        assert new_id > max(rec.titles, default=0)
+
+
+@pytest.mark.parametrize("kill_after", [0.3, 2.4], ids=["early", "after-index-flushes"])
+async def test_sigkill_loses_no_acknowledged_write(tmp_path: Path, kill_after: float) -> None:
+    data_dir = tmp_path / "data"
+    home = tmp_path / "home"
+    home.mkdir()
+    log = tmp_path / "server.log"
+    rec = Record()
+    stop_writers = asyncio.Event()
+
+    first = await start_server(data_dir, home, log)
+    try:
+        writers = [
+            asyncio.create_task(writer(n, first.url, rec, stop_writers)) for n in range(CLIENTS)
+        ]
+        await asyncio.wait_for(rec.first_ack.wait(), 10)
+        await asyncio.sleep(kill_after)
+        acks_at_kill = rec.acks
+        first.proc.send_signal(signal.SIGKILL)
+        stop_writers.set()
+        await asyncio.gather(*writers)
+    finally:
+        stop(first, signal.SIGKILL)
+    assert first.proc.returncode == -signal.SIGKILL
+    assert acks_at_kill >= CLIENTS, f"too few writes before the kill ({acks_at_kill})"
+    assert not [u for u in rec.unexpected if " -> 5" in u], rec.unexpected
+
+    second = await start_server(data_dir, home, log)
+    try:
+        await check_acknowledged(second.url, rec)
+    finally:
+        code = stop(second, signal.SIGTERM)
+    assert code == 0, second.output()
+
+    verified = subprocess.run(
+        [str(BIN), "verify", "--data-dir", str(data_dir)],
+        env=server_env(home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "ok:" in verified.stdout

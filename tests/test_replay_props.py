@@ -1,0 +1,430 @@
+"""Invariant 1: replaying the event logs gives exactly the live state.
+
+The real IssueService runs hypothesis-generated command sequences (built by
+``hydraissue.parse`` from JSON bodies, as the web handlers build them) on a real data
+dir; then the flushed projection files, a replay, a fresh start-up and ``verify`` must
+all agree with what the live service answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from events.model import Actor
+from hydraissue import parse
+from hydraissue.commands import Command, DeleteIssue
+from hydraissue.errors import DomainError
+from hydraissue.model import CATEGORIES, PRIORITIES, STATUSES, Issue
+from hydraissue.service import IssueService
+from projections.files import ProjectionFiles
+from projections.flusher import Flusher
+from projections.rebuild import replay, verify
+from projections.rows import IndexRow
+
+# -- strategies ----------------------------------------------------------------------
+
+HOSTILE = [
+    "\u2028",
+    "\u2029",
+    "\x85",
+    "\x7f",
+    "\x9f",
+    "\x00",
+    "\x1b",
+    "\ufeff",
+    "\ufffe",
+    "\u00a0",
+    "😀",
+    "\u200d",
+    '"',
+    "'",
+    "\\",
+    "\n",
+    "\r",
+    "\t",
+    ":",
+    "#",
+    "-",
+    "{",
+    "&",
+    "*",
+    "!",
+    "|",
+    ">",
+    " ",
+]
+TRICKY = [
+    "👩\u200d💻",
+    "yes",
+    "null",
+    "~",
+    "1e3",
+    "0x1F",
+    "2024-01-01",
+    "12:30:00",
+    "<<",
+    "=",
+    "---",
+]
+chars = st.one_of(st.sampled_from(HOSTILE), st.characters(codec="utf-8"))
+texts = st.one_of(st.text(chars, max_size=40), st.sampled_from(TRICKY))
+titles = st.one_of(texts.filter(lambda s: s.strip() != ""), st.sampled_from(["", " \u2028 "]))
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    texts,
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
+    max_leaves=10,
+)
+custom_fields = st.dictionaries(texts, json_values, max_size=4)
+optional_text = st.one_of(st.none(), texts)
+
+create_body = st.fixed_dictionaries(
+    {"title": titles},
+    optional={
+        "description": texts,
+        "project": optional_text,
+        "category": st.sampled_from(CATEGORIES),
+        "priority": st.sampled_from([None, *PRIORITIES]),
+        "reporter": optional_text,
+        "custom_fields": custom_fields,
+    },
+)
+update_body = st.fixed_dictionaries(
+    {},
+    optional={
+        "status": st.sampled_from([*STATUSES, "resolved"]),
+        "priority": st.sampled_from([None, *PRIORITIES]),
+        "category": st.sampled_from(CATEGORIES),
+        "plan": optional_text,
+        "custom_fields": custom_fields,
+        "title": titles,
+        "description": texts,
+        "project": optional_text,
+    },
+)
+plan_body = st.fixed_dictionaries(
+    {"plan": optional_text}, optional={"status": st.sampled_from([*STATUSES, "resolved"])}
+)
+comment_body = st.one_of(
+    st.fixed_dictionaries({"author": optional_text, "text": titles}),
+    st.fixed_dictionaries({"author": optional_text, "body": titles}),
+)
+nim_body = st.fixed_dictionaries({"name": titles, "action": titles})
+target = st.integers(0, 50)
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("create"), create_body),
+        st.tuples(st.just("create"), create_body),
+        st.tuples(st.just("update"), target, update_body),
+        st.tuples(st.just("update"), target, update_body),
+        st.tuples(st.just("plan"), target, plan_body),
+        st.tuples(st.just("comment"), target, comment_body),
+        st.tuples(st.just("nim"), target, nim_body),
+        st.tuples(st.just("delete"), target),
+        st.tuples(st.just("flush"), st.booleans()),
+    ),
+    min_size=4,
+    max_size=30,
+)
+
+
+# -- driving the service -------------------------------------------------------------
+
+
+def command_for(op: tuple[Any, ...], ids: list[int]) -> Command | None:
+    kind = op[0]
+    if kind == "create":
+        return parse.create_issue(op[1])
+    if not ids:
+        return None
+    issue_id = ids[op[1] % len(ids)]
+    match kind:
+        case "update":
+            return parse.update_issue(issue_id, op[2])
+        case "plan":
+            return parse.set_plan(issue_id, op[2])
+        case "comment":
+            return parse.add_comment(issue_id, op[2])
+        case "nim":
+            return parse.record_nim_action(issue_id, op[2])
+        case "delete":
+            return DeleteIssue(issue_id)
+    raise AssertionError(kind)
+
+
+async def run_ops(data_dir: Path, script: list[tuple[Any, ...]]) -> tuple[IssueService, int]:
+    """Run the script on a fresh service; returns it (flushed) and the events appended."""
+    service = IssueService(data_dir)
+    service.load()
+    flusher = Flusher(service.projection)
+    appended = 0
+    ids: list[int] = []
+    for op in script:
+        if op[0] == "flush":
+            await flusher.flush(index=op[1])
+            continue
+        try:
+            command = command_for(op, ids)
+            if command is None:
+                continue
+            outcome = await service.handle(command, Actor("api", "prop"))
+        except DomainError:
+            continue  # rejected input or rule: nothing may be appended
+        appended += len(outcome.events)
+        if op[0] == "create":
+            ids.append(outcome.issue.id)
+    await flusher.flush()
+    return service, appended
+
+
+def strict(value: Any) -> bytes:
+    """JSON bytes: tells 1, 1.0 and True apart, which == does not."""
+    return orjson.dumps(value)
+
+
+def live_state(service: IssueService) -> dict[int, Issue | None]:
+    return {issue_id: service.projection.issue(issue_id) for issue_id in service.projection.rows}
+
+
+def assert_same_issues(
+    expected: dict[int, Issue | None], service: IssueService, where: str
+) -> None:
+    got = live_state(service)
+    assert sorted(got) == sorted(expected), where
+    for issue_id, issue in expected.items():
+        other = got[issue_id]
+        if issue is None:
+            assert other is None, f"{where}: deleted issue {issue_id} is back"
+            continue
+        assert other is not None, f"{where}: issue {issue_id} is missing"
+        assert other == issue, f"{where}: issue {issue_id} differs"
+        assert strict(other.to_dict()) == strict(issue.to_dict()), f"{where}: {issue_id} JSON"
+        assert other.seq == issue.seq
+
+
+def read_files(data_dir: Path) -> tuple[dict[str, bytes], dict[str, int], dict[int, IndexRow]]:
+    files = ProjectionFiles(data_dir)
+    issue_files = {p.name: p.read_bytes() for p in files.issues_dir.iterdir()}
+    loaded = files.read_index()
+    assert loaded is not None, "issues.yaml missing or unreadable"
+    header, rows = loaded
+    return issue_files, header, {row.id: row for row in rows}
+
+
+def assert_files_match_live(data_dir: Path, service: IssueService, where: str) -> None:
+    live = live_state(service)
+    files = ProjectionFiles(data_dir)
+    issue_files, header, rows = read_files(data_dir)
+    expected_names = {f"{i}.yaml" for i, issue in live.items() if issue is not None}
+    assert set(issue_files) == expected_names, f"{where}: issue files"
+    for issue_id, issue in live.items():
+        if issue is None:
+            continue
+        on_disk = files.read_issue(issue_id)
+        assert on_disk is not None, f"{where}: issues/{issue_id}.yaml unreadable"
+        assert on_disk == issue, f"{where}: issues/{issue_id}.yaml differs from live"
+        assert strict(on_disk.to_dict()) == strict(issue.to_dict())
+    assert rows == service.projection.rows, f"{where}: index rows differ from live"
+    assert header["checkpoint"] == service.projection.checkpoint, where
+    assert header["next_id"] == service.projection.next_id, where
+
+
+# -- the property --------------------------------------------------------------------
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(ops)
+def test_replay_gives_exactly_the_live_state(script: list[tuple[Any, ...]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "data"
+        service, appended = asyncio.run(run_ops(data_dir, script))
+        live = live_state(service)
+
+        # The files the live service flushed already agree with the logs.
+        assert verify(data_dir) == []
+        assert_files_match_live(data_dir, service, "flushed")
+        flushed_files, _, _ = read_files(data_dir)
+        flushed_index = (data_dir / "issues.yaml").read_bytes()
+
+        # (b) A fresh start on a current index replays nothing and answers the same.
+        fresh = IssueService(data_dir)
+        report = fresh.load()
+        assert report.replayed == [] and report.repairs == [] and not report.index_missing
+        assert_same_issues(live, fresh, "fresh start")
+        assert fresh.projection.rows == service.projection.rows
+        assert fresh.projection.next_id == service.projection.next_id
+
+        # (a) replay rebuilds byte-identical projections.
+        result = replay(data_dir)
+        assert result.events == appended
+        assert result.issues == sum(1 for i in live.values() if i is not None)
+        assert result.deleted == sum(1 for i in live.values() if i is None)
+        assert result.repairs == []
+        assert_files_match_live(data_dir, service, "replayed")
+        replayed_files, _, _ = read_files(data_dir)
+        assert replayed_files == flushed_files
+        assert (data_dir / "issues.yaml").read_bytes() == flushed_index
+
+        # (c) and everything still verifies.
+        assert verify(data_dir) == []
+        again = IssueService(data_dir)
+        again.load()
+        assert_same_issues(live, again, "after replay")
+
+
+# -- start-up with stale or missing projections --------------------------------------
+
+API = Actor("api")
+
+
+async def _base(data_dir: Path) -> tuple[IssueService, Flusher]:
+    service = IssueService(data_dir)
+    service.load()
+    flusher = Flusher(service.projection)
+    for n in range(5):
+        body = {"title": f"issue {n} \u2028\x85 😀", "custom_fields": {"n": n, "x": [1.5, None]}}
+        issue = (await service.handle(parse.create_issue(body), API)).issue
+        await service.handle(parse.add_comment(issue.id, {"text": f'c{n}\n"q"'}), API)
+    await flusher.flush()
+    return service, flusher
+
+
+async def _more(service: IssueService) -> None:
+    """Writes after the index was written: updates, a delete, a new issue."""
+    await service.handle(parse.update_issue(1, {"status": "done", "title": "t\u2029"}), API)
+    await service.handle(parse.add_comment(2, {"author": "z", "text": "late"}), API)
+    await service.handle(DeleteIssue(3), API)
+    await service.handle(parse.create_issue({"title": "brand new"}), API)
+    await service.handle(DeleteIssue(6), API)  # the newest issue, deleted
+    await service.handle(parse.record_nim_action(4, {"name": "nebula", "action": "x"}), API)
+
+
+@pytest.mark.parametrize("flushed", ["nothing", "issue files only", "issue files, no index"])
+async def test_stale_index_is_rebuilt_exactly(tmp_path: Path, flushed: str) -> None:
+    data_dir = tmp_path / "data"
+    service, flusher = await _base(data_dir)
+    await _more(service)
+    if flushed == "issue files only":
+        await flusher.flush(index=False)
+    elif flushed == "issue files, no index":
+        await flusher.flush(index=False)
+        (data_dir / "issues.yaml").unlink()
+    live = live_state(service)
+
+    fresh = IssueService(data_dir)
+    report = fresh.load()
+    if flushed == "issue files, no index":
+        assert report.index_missing
+        assert sorted(report.replayed) == [1, 2, 3, 4, 5, 6]
+    else:
+        assert sorted(report.replayed) == [1, 2, 3, 4, 6]  # 5 did not change
+    assert_same_issues(live, fresh, "stale start")
+    assert fresh.projection.rows == service.projection.rows
+    assert fresh.projection.checkpoint == service.projection.checkpoint
+    assert fresh.projection.next_id == 7
+    await Flusher(fresh.projection).flush()
+    assert verify(data_dir) == []
+    assert_files_match_live(data_dir, service, "after stale start")
+    # ids are never reused, even though the newest issue was deleted
+    created = await fresh.handle(parse.create_issue({"title": "next"}), API)
+    assert created.issue.id == 7
+
+
+async def test_missing_index_is_rebuilt_exactly(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    service, flusher = await _base(data_dir)
+    await _more(service)
+    await flusher.flush()
+    live = live_state(service)
+    (data_dir / "issues.yaml").unlink()
+    fresh = IssueService(data_dir)
+    report = fresh.load()
+    assert report.index_missing
+    assert_same_issues(live, fresh, "no index")
+    assert fresh.projection.rows == service.projection.rows
+    assert fresh.projection.next_id == service.projection.next_id == 7
+    await Flusher(fresh.projection).flush()
+    assert verify(data_dir) == []
+    assert_files_match_live(data_dir, service, "after index rebuild")
+
+
+def _corruptions(good: bytes, old: bytes) -> dict[str, bytes | None]:
+    return {
+        "missing": None,
+        "empty": b"",
+        "garbage": b"\x00\xff\xfe not: [yaml",
+        "half": good[: len(good) // 2],
+        "a list": b"- 1\n- 2\n",
+        "older version": old,
+    }
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "garbage", "half", "a list", "older version"])
+async def test_damaged_issue_file_is_recovered_from_the_log(tmp_path: Path, kind: str) -> None:
+    data_dir = tmp_path / "data"
+    service, flusher = await _base(data_dir)
+    path = data_dir / "issues" / "2.yaml"
+    old = path.read_bytes()
+    await service.handle(parse.update_issue(2, {"status": "groomed", "plan": "p\u2028"}), API)
+    await flusher.flush()
+    good = path.read_bytes()
+    assert good != old
+    live = live_state(service)
+
+    damage = _corruptions(good, old)[kind]
+    if damage is None:
+        path.unlink()
+    else:
+        path.write_bytes(damage)
+    assert verify(data_dir) != []  # verify notices
+
+    fresh = IssueService(data_dir)
+    assert fresh.load().replayed == []  # the index is current; the issue file is not
+    assert_same_issues(live, fresh, f"{kind} issue file")
+    await Flusher(fresh.projection).flush()
+    assert path.read_bytes() == good
+    assert verify(data_dir) == []
+
+
+async def test_replay_restores_deleted_projection_files(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    service, flusher = await _base(data_dir)
+    await _more(service)
+    await flusher.flush()
+    live = live_state(service)
+    before, _, _ = read_files(data_dir)
+    index = (data_dir / "issues.yaml").read_bytes()
+    for path in (data_dir / "issues").iterdir():
+        path.unlink()
+    (data_dir / "issues.yaml").unlink()
+    (data_dir / "issues" / "99.yaml").write_bytes(b"id: 99\n")  # a file with no log
+    problems = verify(data_dir)
+    assert "issues/99.yaml: has no event log" in problems
+    assert "issues.yaml: missing or unreadable" in problems
+    replay(data_dir)
+    after, _, _ = read_files(data_dir)
+    assert after == before
+    assert (data_dir / "issues.yaml").read_bytes() == index
+    assert verify(data_dir) == []
+    fresh = IssueService(data_dir)
+    fresh.load()
+    assert_same_issues(live, fresh, "after replay")
