@@ -8,9 +8,18 @@ directory entry changes, because a file's data on disk is worthless if its name 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import tempfile
+import threading
+from collections.abc import Sequence
 from pathlib import Path
+
+try:
+    _libc: ctypes.CDLL | None = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+except OSError:  # pragma: no cover - no C library to ask
+    _libc = None
 
 
 def fsync_dir(path: Path) -> None:
@@ -21,9 +30,52 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def append_durably(path: Path, data: bytes) -> int:
-    """Append ``data`` to ``path`` and fsync it; return the file size afterwards."""
-    created = not path.exists()
+class DirSync:
+    """Group commit for one folder's fsync.
+
+    Every new event log needs its folder fsynced. Concurrent creators share one fsync:
+    a caller waits for a sync that *started after* its file was created, running one
+    itself when none is in flight. Correct because such a sync covers every entry
+    made before it began.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._cond = threading.Condition()
+        self._requested = 0
+        self._completed = 0
+        self._running = False
+
+    def sync(self) -> None:
+        with self._cond:
+            self._requested += 1
+            ticket = self._requested
+            while self._completed < ticket:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running = True
+                covers = self._requested
+                self._cond.release()
+                try:
+                    fsync_dir(self.path)
+                finally:
+                    self._cond.acquire()
+                    self._running = False
+                    self._cond.notify_all()
+                self._completed = covers
+
+
+def append_durably(
+    path: Path, data: bytes, dir_sync: DirSync | None = None, *, new_entry: bool | None = None
+) -> int:
+    """Append ``data`` to ``path`` and fsync it; return the file size afterwards.
+
+    ``new_entry`` says whether the folder must be fsynced too: True when the caller
+    cannot know the file's name is durable yet, False when it knows it is, None to
+    decide by whether the file exists now.
+    """
+    created = (not path.exists()) if new_entry is None else new_entry
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         view = memoryview(data)
@@ -35,7 +87,10 @@ def append_durably(path: Path, data: bytes) -> int:
     finally:
         os.close(fd)
     if created:
-        fsync_dir(path.parent)
+        if dir_sync is not None:
+            dir_sync.sync()
+        else:
+            fsync_dir(path.parent)
     return size
 
 
@@ -58,6 +113,51 @@ def replace_atomically(path: Path, data: bytes, *, sync_dir: bool = True) -> Non
         raise
     if sync_dir:
         fsync_dir(path.parent)
+
+
+def _syncfs(fd: int) -> bool:
+    """syncfs(2): flush one filesystem in one call (Linux); False where unavailable."""
+    if _libc is None or not hasattr(_libc, "syncfs"):
+        return False
+    return bool(_libc.syncfs(fd) == 0)
+
+
+def replace_many(files: Sequence[tuple[Path, bytes]]) -> None:
+    """Replace many files atomically with one filesystem sync instead of one per file.
+
+    All temp files are written first, made durable together (syncfs, or fsync each
+    where syncfs is missing), then renamed; each touched folder is fsynced once.
+    """
+    if not files:
+        return
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for path, data in files:
+            fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            temps.append((Path(name), path))
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+        folder_fd = os.open(files[0][0].parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            synced = _syncfs(folder_fd)
+        finally:
+            os.close(folder_fd)
+        if not synced:
+            for temp, _ in temps:
+                fd = os.open(temp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        for temp, target in temps:
+            os.replace(temp, target)
+    except BaseException:
+        for temp, _ in temps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+        raise
+    for folder in {path.parent for path, _ in files}:
+        fsync_dir(folder)
 
 
 def truncate_durably(path: Path, size: int) -> None:

@@ -6,11 +6,12 @@ by property tests without a server.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import orjson
 
+from events.model import Actor, Event
 from hydraissue.commands import (
     AddAttachment,
     AddComment,
@@ -23,6 +24,9 @@ from hydraissue.commands import (
 from hydraissue.errors import Conflict, NotFound, PreconditionFailed
 from hydraissue.model import TERMINAL_STATUSES, Issue, display_key
 
+CREATE_FIELDS = tuple(f.name for f in fields(CreateIssue))
+ATTACHMENT_FIELDS = tuple(f.name for f in fields(AddAttachment) if f.name != "issue_id")
+
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
@@ -30,6 +34,30 @@ class NewEvent:
 
     type: str
     data: dict[str, Any]
+
+
+def stamp(
+    state: Issue | None,
+    issue_id: int,
+    decided: list[NewEvent],
+    first_pos: int,
+    at: str,
+    actor: Actor,
+) -> list[Event]:
+    """Turn decided events into stored ones: seq after the state's, positions from first_pos."""
+    seq = state.seq if state else 0
+    return [
+        Event(
+            issue_id=issue_id,
+            seq=seq + offset,
+            pos=first_pos + offset - 1,
+            type=new.type,
+            at=at,
+            actor=actor,
+            data=new.data,
+        )
+        for offset, new in enumerate(decided, start=1)
+    ]
 
 
 def transition_allowed(current: str, requested: str) -> bool:
@@ -46,7 +74,8 @@ def etag_matches(if_match: str | None, issue: Issue) -> bool:
 
 def decide(state: Issue | None, command: Command) -> list[NewEvent]:
     if isinstance(command, CreateIssue):
-        return [NewEvent("issue.created", asdict(command))]
+        data = {name: getattr(command, name) for name in CREATE_FIELDS}
+        return [NewEvent("issue.created", data)]
     issue = _existing(state, command.issue_id)
     match command:
         case UpdateIssue():
@@ -61,8 +90,7 @@ def decide(state: Issue | None, command: Command) -> list[NewEvent]:
                 NewEvent("nim_action.recorded", {"name": command.name, "action": command.action})
             ]
         case AddAttachment():
-            data = asdict(command)
-            del data["issue_id"]
+            data = {name: getattr(command, name) for name in ATTACHMENT_FIELDS}
             return [NewEvent("attachment.added", data)]
     raise TypeError(f"unknown command {command!r}")  # pragma: no cover
 

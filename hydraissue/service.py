@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from events.log import EventLog
 from events.model import Actor, Event
 from hydraissue.clock import utc_now
 from hydraissue.commands import AddAttachment, Command, CreateIssue
-from hydraissue.decide import decide
+from hydraissue.decide import decide, stamp
 from hydraissue.errors import NotFound
 from hydraissue.evolve import fold
 from hydraissue.model import Issue, display_key
@@ -25,6 +26,8 @@ from hydraissue.uploads import Received, UploadStore
 from projections.store import IssueProjection, StartupReport
 
 log = logging.getLogger("hydraissue.service")
+APPEND_THREADS = 16
+PREALLOCATE = 256  # empty event logs kept ready ahead of the next id
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,16 +47,42 @@ class IssueService:
         self.dispatcher.subscribe("uploads-cleanup", self._remove_uploads_of_deleted)
         self._locks: dict[int, asyncio.Lock] = {}
         self._next_pos = 1
+        self._preallocating = False
+        # Appends wait on fsync, not CPU: enough threads that concurrent writers each
+        # have one, apart from the default pool the flusher and file reads use.
+        self._appender = ThreadPoolExecutor(max_workers=APPEND_THREADS, thread_name_prefix="append")
+
+    def close(self) -> None:
+        self._appender.shutdown(wait=True)
 
     def load(self) -> StartupReport:
         report = self.projection.load()
         self._next_pos = self.projection.checkpoint + 1
+        self.log.preallocate(self.projection.next_id, PREALLOCATE)
         return report
+
+    def _keep_logs_ahead(self) -> None:
+        """Preallocate the next batch of logs in the background before creates need them."""
+        if self._preallocating or self.projection.next_id + PREALLOCATE // 2 < self.log.ready_below:
+            return
+        self._preallocating = True
+        start = max(self.log.ready_below, self.projection.next_id)
+        future = asyncio.get_running_loop().run_in_executor(
+            None, self.log.preallocate, start, PREALLOCATE
+        )
+
+        def done(finished: asyncio.Future[None]) -> None:
+            self._preallocating = False
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error("preallocating event logs failed: %s", finished.exception())
+
+        future.add_done_callback(done)
 
     async def handle(self, command: Command, actor: Actor) -> Outcome:
         if isinstance(command, CreateIssue):
             issue_id = self.projection.next_id
             self.projection.next_id += 1  # reserved now: ids are never reused
+            self._keep_logs_ahead()
         else:
             issue_id = command.issue_id
         lock = self._locks.setdefault(issue_id, asyncio.Lock())
@@ -63,23 +92,10 @@ class IssueService:
             if not decided:
                 assert state is not None  # only updates that change nothing decide nothing
                 return Outcome(state, [])
-            at = self.clock()
-            seq = state.seq if state else 0
-            events = []
-            for offset, new in enumerate(decided, start=1):
-                events.append(
-                    Event(
-                        issue_id=issue_id,
-                        seq=seq + offset,
-                        pos=self._next_pos,
-                        type=new.type,
-                        at=at,
-                        actor=actor,
-                        data=new.data,
-                    )
-                )
-                self._next_pos += 1
-            size = await asyncio.to_thread(self.log.append, events)  # the commit point
+            events = stamp(state, issue_id, decided, self._next_pos, self.clock(), actor)
+            self._next_pos += len(events)
+            loop = asyncio.get_running_loop()
+            size = await loop.run_in_executor(self._appender, self.log.append, events)  # commit
             issue = fold(events, state)
             assert issue is not None
             self.projection.apply(events, issue, size)

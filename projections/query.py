@@ -30,6 +30,17 @@ class ListQuery:
     limit: int = DEFAULT_LIMIT
     offset: int = 0
 
+    def filter_key(self) -> tuple[object, ...]:
+        """Everything that decides the result set and its order (not the page)."""
+        return (
+            self.statuses,
+            self.categories,
+            self.priorities,
+            self.projects,
+            self.words,
+            self.sort,
+        )
+
 
 def _values(raw: str, field: str, allowed: tuple[str, ...]) -> frozenset[str]:
     values = {v.strip() for v in raw.split(",") if v.strip()}

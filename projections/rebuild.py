@@ -1,7 +1,8 @@
 """Replay and verify: rebuild every projection from the logs, or check they agree.
 
-Both run with the server stopped (they take the data dir lock). Replay writes all
-temp files first, syncs once, then renames: atomic per file without one fsync per file.
+Both run with the server stopped (they take the data dir lock). Replay writes issue
+files like the flusher does (all temp files, one filesystem sync, renames), so each
+file is replaced atomically without one fsync per file.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from events.fsio import fsync_dir
 from events.log import EventLog, LogCorrupt
 from events.model import Event
 from hydraissue.evolve import SequenceGap, fold
@@ -77,22 +77,16 @@ def replay(data_dir: Path, progress: Progress | None = None) -> ReplayResult:
     folded, problems, repairs = _fold_all(log, progress, repair=True)
     if problems:
         raise LogCorrupt("; ".join(problems))
-    renames: list[tuple[Path, Path]] = []
-    for item in folded.values():
-        if item.issue.deleted:
-            continue
-        target = files.issue_path(item.issue.id)
-        temp = target.with_name(f".{target.name}.replay")
-        temp.write_bytes(files.render_issue(item.issue))
-        renames.append((temp, target))
-    os.sync()  # one flush for every temp file, instead of one fsync each
-    for temp, target in renames:
-        os.replace(temp, target)
-    keep = {target.name for _, target in renames}
-    for entry in os.scandir(files.issues_dir):
-        if entry.name.endswith(".yaml") and entry.name not in keep:
-            os.unlink(entry.path)
-    fsync_dir(files.issues_dir)
+    live = [item.issue for item in folded.values() if not item.issue.deleted]
+    keep = {files.issue_path(issue.id).name for issue in live}
+    stale = [
+        int(entry.name.removesuffix(".yaml"))
+        for entry in os.scandir(files.issues_dir)
+        if entry.name.endswith(".yaml")
+        and entry.name not in keep
+        and entry.name.removesuffix(".yaml").isdigit()
+    ]
+    files.write_issues(live, removed=stale)
     rows = [item.row for item in folded.values()]
     checkpoint = max((row.pos for row in rows), default=0)
     files.write_index(rows, checkpoint, max(folded, default=0) + 1)

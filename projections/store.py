@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from projections.rows import IndexRow, row_for
 log = logging.getLogger("hydraissue.projections")
 
 _FACETS = ("status", "category", "priority", "project")
+RESULT_CACHE = 256  # distinct filters whose sorted ids are kept
 
 
 @dataclass(slots=True)
@@ -52,6 +54,8 @@ class IssueProjection:
         self._search: dict[int, str] = {}
         self._live: list[int] = []  # live ids, ascending = creation order
         self._facets: dict[str, dict[str | None, set[int]]] = {f: {} for f in _FACETS}
+        self._results: OrderedDict[tuple[object, ...], tuple[int, list[int]]] = OrderedDict()
+        self._generation = 0  # bumped by every change of rows: invalidates _results
         self.dirty_issues: set[int] = set()
         self.removed_issues: set[int] = set()
         self.index_dirty = False
@@ -142,7 +146,9 @@ class IssueProjection:
     def issue_json(self, issue: Issue) -> bytes:
         cached = self._json.get(issue.id)
         if cached is None:
-            cached = self._json[issue.id] = orjson.dumps(issue.to_dict())
+            # A copy: orjson's own buffer is several times larger than its content.
+            cached = memoryview(orjson.dumps(issue.to_dict())).tobytes()
+            self._json[issue.id] = cached
         return cached
 
     def count(self) -> int:
@@ -152,19 +158,35 @@ class IssueProjection:
         return sorted(p for p, ids in self._facets["project"].items() if p and ids)
 
     def query(self, query: ListQuery) -> tuple[int, list[Issue]]:
-        """Total matches and the requested page, from memory."""
+        """Total matches and the requested page, from memory.
+
+        The sorted ids of a filter are cached until the next write, so paging through
+        a result and agents polling the same stage cost a slice, not a scan.
+        """
+        ids = self._matching_ids(query)
+        page = ids[query.offset : query.offset + query.limit]
+        return len(ids), [self._must(i) for i in page]
+
+    def _matching_ids(self, query: ListQuery) -> list[int]:
+        key = query.filter_key()
+        cached = self._results.get(key)
+        if cached is not None and cached[0] == self._generation:
+            self._results.move_to_end(key)
+            return cached[1]
         candidates = self._candidates(query)
         if candidates is None and not query.words and query.sort == "created":
-            page_ids = self._live[query.offset : query.offset + query.limit]
-            return len(self._live), [self._must(i) for i in page_ids]
-        pool = self._live if candidates is None else candidates
-        rows = [self.rows[i] for i in pool]
-        rows = [r for r in rows if row_matches(r, query)]
-        if query.words:
-            rows = [r for r in rows if self._has_words(r.id, query.words)]
-        rows.sort(key=sort_key(query.sort), reverse=query.sort.startswith("-"))
-        page = rows[query.offset : query.offset + query.limit]
-        return len(rows), [self._must(r.id) for r in page]
+            ids = self._live
+        else:
+            pool = self._live if candidates is None else candidates
+            rows = [r for r in map(self.rows.__getitem__, pool) if row_matches(r, query)]
+            if query.words:
+                rows = [r for r in rows if self._has_words(r.id, query.words)]
+            rows.sort(key=sort_key(query.sort), reverse=query.sort.startswith("-"))
+            ids = [r.id for r in rows]
+        self._results[key] = (self._generation, ids)
+        if len(self._results) > RESULT_CACHE:
+            self._results.popitem(last=False)
+        return ids
 
     def _candidates(self, query: ListQuery) -> set[int] | None:
         """The smallest facet set that bounds the result, or None for 'everything'."""
@@ -220,6 +242,7 @@ class IssueProjection:
         self.next_id = max(self.next_id, issue.id + 1)
 
     def _add_row(self, row: IndexRow) -> None:
+        self._generation += 1
         self.rows[row.id] = row
         if row.deleted:
             return

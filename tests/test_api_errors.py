@@ -36,8 +36,10 @@ async def create(client: Client, auth: dict[str, str], **fields: Any) -> dict[st
 
 
 def event_files(data_dir: Path) -> dict[str, bytes]:
+    """Event logs with events (empty ones are preallocated for future ids)."""
     folder = data_dir / "events"
-    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.yaml"))}
+    found = {p.name: p.read_bytes() for p in sorted(folder.glob("*.yaml"))}
+    return {name: data for name, data in found.items() if data}
 
 
 # -- authentication --------------------------------------------------------------------

@@ -69,7 +69,9 @@ def log_lines(data_dir: Path, issue_id: int) -> list[dict[str, Any]]:
 
 
 def event_log_bytes(data_dir: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted((data_dir / "events").glob("*.yaml"))}
+    """Event logs with events (empty ones are preallocated for future ids)."""
+    found = {p.name: p.read_bytes() for p in sorted((data_dir / "events").glob("*.yaml"))}
+    return {name: data for name, data in found.items() if data}
 
 
 # -- health and runbook ----------------------------------------------------------------

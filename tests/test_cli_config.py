@@ -696,8 +696,8 @@ async def app_data_dir(aiohttp_client: Any, config: Config, auth: dict[str, str]
 def _tamper_title(data_dir: Path) -> str:
     path = data_dir / "issues" / "1.yaml"
     text = path.read_text()
-    assert "title: 'yes'" in text
-    path.write_text(text.replace("title: 'yes'", "title: edited by hand", 1))
+    assert 'title: "yes"' in text
+    path.write_text(text.replace('title: "yes"', "title: edited by hand", 1))
     return "issues/1.yaml: differs from its event log"
 
 

@@ -34,7 +34,7 @@ from hydraissue.commands import (
     RecordNimAction,
     UpdateIssue,
 )
-from hydraissue.decide import decide, transition_allowed
+from hydraissue.decide import decide, stamp, transition_allowed
 from hydraissue.errors import Conflict, NotFound, PreconditionFailed
 from hydraissue.evolve import SequenceGap, evolve, fold
 from hydraissue.model import (
@@ -148,21 +148,8 @@ class Lifecycle(RuleBasedStateMachine):
             return []
         self.tick += 1
         at = f"2024-01-01T00:00:{self.tick // 1000:02d}.{self.tick % 1000:03d}Z"
-        seq = state.seq if state else 0
-        events = []
-        for offset, new in enumerate(decided, start=1):
-            events.append(
-                Event(
-                    issue_id=issue_id,
-                    seq=seq + offset,
-                    pos=self.next_pos,
-                    type=new.type,
-                    at=at,
-                    actor=ACTOR,
-                    data=new.data,
-                )
-            )
-            self.next_pos += 1
+        events = stamp(state, issue_id, decided, self.next_pos, at, ACTOR)
+        self.next_pos += len(events)
         for event in events:
             before = state.seq if state else 0
             state = evolve(state, event)
