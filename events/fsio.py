@@ -67,7 +67,11 @@ class DirSync:
 
 
 def append_durably(
-    path: Path, data: bytes, dir_sync: DirSync | None = None, *, new_entry: bool | None = None
+    path: str | Path,
+    data: bytes,
+    dir_sync: DirSync | None = None,
+    *,
+    new_entry: bool | None = None,
 ) -> int:
     """Append ``data`` to ``path`` and fsync it; return the file size afterwards.
 
@@ -75,22 +79,29 @@ def append_durably(
     cannot know the file's name is durable yet, False when it knows it is, None to
     decide by whether the file exists now.
     """
-    created = (not path.exists()) if new_entry is None else new_entry
+    created = (not os.path.exists(path)) if new_entry is None else new_entry
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-        size = os.fstat(fd).st_size
+        before = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        except OSError:
+            # A half-written record (disk full) must not end up between later ones.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, before)
+            raise
+        size = before + len(data)
     finally:
         os.close(fd)
     if created:
         if dir_sync is not None:
             dir_sync.sync()
         else:
-            fsync_dir(path.parent)
+            fsync_dir(Path(path).parent)
     return size
 
 
@@ -133,8 +144,10 @@ def replace_many(files: Sequence[tuple[Path, bytes]]) -> None:
     temps: list[tuple[Path, Path]] = []
     try:
         for path, data in files:
-            fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            temps.append((Path(name), path))
+            # A fixed temp name: one writer per data dir (the lock), one flush at a time.
+            temp = path.with_name(f".{path.name}.tmp")
+            temps.append((temp, path))
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
         folder_fd = os.open(files[0][0].parent, os.O_RDONLY | os.O_DIRECTORY)

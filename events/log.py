@@ -47,6 +47,7 @@ class EventLog:
     def __init__(self, data_dir: Path) -> None:
         self.dir = data_dir / "events"
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._prefix = f"{self.dir}{os.sep}"  # str paths: pathlib costs show on the hot path
         self._dir_sync = DirSync(self.dir)
         self.ready_below = 0  # ids below this have a durable (maybe empty) log file
 
@@ -74,7 +75,8 @@ class EventLog:
         payload = b"".join(dump_item(event) for event in batch)  # orjson reads dataclasses
         # A later event's log, or a preallocated one, already has a durable name.
         new_entry = batch[0].seq == 1 and issue_id >= self.ready_below
-        return append_durably(self.path(issue_id), payload, self._dir_sync, new_entry=new_entry)
+        path = f"{self._prefix}{issue_id}.yaml"
+        return append_durably(path, payload, self._dir_sync, new_entry=new_entry)
 
     def read(self, issue_id: int) -> list[Event]:
         """Every event of one issue, oldest first. Raises FileNotFoundError or LogCorrupt."""

@@ -48,6 +48,12 @@ class TooLarge(DomainError):
     status = 413
 
 
+class StorageUnavailable(DomainError):
+    """The disk refused a write (full, read-only): nothing was committed."""
+
+    status = 503
+
+
 class TooManyRequests(DomainError):
     status = 429
 

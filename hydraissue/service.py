@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from events.model import Actor, Event
 from hydraissue.clock import utc_now
 from hydraissue.commands import AddAttachment, Command, CreateIssue
 from hydraissue.decide import decide, stamp
-from hydraissue.errors import NotFound
+from hydraissue.errors import NotFound, StorageUnavailable
 from hydraissue.evolve import fold
 from hydraissue.model import Issue, display_key
 from hydraissue.uploads import Received, UploadStore
@@ -45,7 +46,8 @@ class IssueService:
         self.uploads = UploadStore(data_dir)
         self.dispatcher = Dispatcher()
         self.dispatcher.subscribe("uploads-cleanup", self._remove_uploads_of_deleted)
-        self._locks: dict[int, asyncio.Lock] = {}
+        # Weak: a lock lives while some request holds or awaits it, not forever.
+        self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
         self._next_pos = 1
         self._preallocating = False
         # Appends wait on fsync, not CPU: enough threads that concurrent writers each
@@ -85,7 +87,9 @@ class IssueService:
             self._keep_logs_ahead()
         else:
             issue_id = command.issue_id
-        lock = self._locks.setdefault(issue_id, asyncio.Lock())
+        lock = self._locks.get(issue_id)
+        if lock is None:
+            lock = self._locks[issue_id] = asyncio.Lock()
         async with lock:
             state = None if isinstance(command, CreateIssue) else self.projection.issue(issue_id)
             decided = decide(state, command)
@@ -95,7 +99,14 @@ class IssueService:
             events = stamp(state, issue_id, decided, self._next_pos, self.clock(), actor)
             self._next_pos += len(events)
             loop = asyncio.get_running_loop()
-            size = await loop.run_in_executor(self._appender, self.log.append, events)  # commit
+            try:
+                size = await loop.run_in_executor(self._appender, self.log.append, events)
+            except OSError as exc:  # nothing was committed; the log is as it was
+                log.error("appending to events/%s.yaml failed: %s", issue_id, exc)
+                raise StorageUnavailable(
+                    "the event log could not be written; nothing was saved, retry later",
+                    {"reason": exc.strerror},
+                ) from exc
             issue = fold(events, state)
             assert issue is not None
             self.projection.apply(events, issue, size)
@@ -122,8 +133,8 @@ class IssueService:
             if event.type == "issue.deleted":
                 await asyncio.to_thread(self.uploads.remove_issue, event.issue_id)
 
-    def history(self, issue_id: int) -> list[Event] | None:
-        """The audit query: every event of a live issue, oldest first."""
+    async def history(self, issue_id: int) -> list[Event] | None:
+        """The audit query: every event of a live issue, oldest first (one log read)."""
         if self.projection.issue(issue_id) is None:
             return None
-        return self.log.read(issue_id)
+        return await asyncio.to_thread(self.log.read, issue_id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import orjson
@@ -144,9 +143,10 @@ async def add_nim_action(request: web.Request) -> web.Response:
 @routes.get("/api/v1/issues/{id}/events")
 async def issue_events(request: web.Request) -> web.Response:
     issue_id = issue_id_of(request)
-    live_issue(request, issue_id)
-    events = await asyncio.to_thread(request.app[SERVICE].log.read, issue_id)
-    return json_response(orjson.dumps([event.to_dict() for event in events]))
+    events = await request.app[SERVICE].history(issue_id)
+    if events is None:
+        raise NotFound(f"{display_key(issue_id)} does not exist", {"id": issue_id})
+    return json_response(orjson.dumps(events))  # orjson reads the event dataclasses
 
 
 @routes.post("/api/v1/issues/{id}/attachments")

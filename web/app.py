@@ -103,6 +103,7 @@ def _storage(own_lock: bool):  # type: ignore[no-untyped-def]
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await flusher.flush(index=True)
+            service.close()
             if own_lock:
                 lock.release()
 

@@ -103,11 +103,12 @@ HTML_SECURITY = {
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """Pages get a strict CSP; uploads set their own (sandbox) in their handler."""
+    headers = response.headers
     if response.content_type == "text/html":
         for name, value in HTML_SECURITY.items():
-            response.headers.setdefault(name, value)
-    else:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+            headers.setdefault(name, value)
+    elif "X-Content-Type-Options" not in headers:
+        headers["X-Content-Type-Options"] = "nosniff"
 
 
 @web.middleware
