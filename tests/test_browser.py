@@ -219,7 +219,7 @@ def png_file(tmp_path: Path) -> Path:
 
 
 def issue_id_of(url: str) -> int:
-    match = re.search(r"/issues/(\d+)$", url)
+    match = re.search(r"/issues/(\d+)(?:\?reported=1)?$", url)
     assert match, f"not on an issue page: {url}"
     return int(match.group(1))
 

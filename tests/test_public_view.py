@@ -401,3 +401,16 @@ async def test_payloads_set_later_through_the_api_are_inert(
         report_link[-1].attrs["href"]
         == "/report?project=%3Cimg%20src%3Dx%20onerror%3Dalert%281%29%3E"
     )
+
+
+async def test_the_reporter_is_thanked_once_with_the_issue_key(
+    client: TestClient[Any, Any],
+) -> None:
+    resp = await client.post("/report", data={"title": "thanks please"}, allow_redirects=False)
+    assert resp.status == 303
+    landed = await client.get(resp.headers["Location"])
+    assert landed.status == 200
+    text = await landed.text()
+    assert "Thank you! Your report is <strong>HYDRA-1</strong>" in text
+    plain = await (await client.get("/issues/1")).text()
+    assert "Thank you!" not in plain

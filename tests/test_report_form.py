@@ -180,7 +180,7 @@ async def events_of(client: Client, auth: dict[str, str], issue_id: int) -> list
 
 
 def issue_id_from(resp_location: str) -> int:
-    match = re.fullmatch(r"/issues/(\d+)", resp_location)
+    match = re.fullmatch(r"/issues/(\d+)\?reported=1", resp_location)
     assert match, f"redirect to {resp_location!r}, expected /issues/{{id}}"
     return int(match.group(1))
 

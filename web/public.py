@@ -87,7 +87,9 @@ async def submit_report(request: web.Request) -> web.StreamResponse:
         body: dict[str, Any] = issue.to_dict()
         body["url"] = f"{request.app[CONFIG].public_url}{url}"
         return json_response(body, status=201, headers={"Location": url})
-    target = url if request.app[CONFIG].public_view else f"/report/thanks?id={issue.id}"
+    target = (
+        f"{url}?reported=1" if request.app[CONFIG].public_view else f"/report/thanks?id={issue.id}"
+    )
     raise web.HTTPSeeOther(target)
 
 
@@ -113,6 +115,7 @@ async def issue_page(request: web.Request) -> web.Response:
         raise NotFound("There is no such issue.", {"id": raw})
     context = {
         "issue": issue,
+        "just_reported": request.query.get("reported") == "1",
         "key": display_key(issue.id),
         "description": markdown(issue.description) if issue.description.strip() else "",
         "custom_fields": [(k, field_value(v)) for k, v in issue.custom_fields.items()],
