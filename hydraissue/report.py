@@ -18,6 +18,7 @@ from hydraissue.errors import Invalid
 FORM_FIELDS = ("title", "description", "project", "category", "reporter", "custom_fields")
 FILE_FIELD = "attachments"
 HONEYPOT = "website"  # hidden from people; bots fill it
+_NOT_DATA = (HONEYPOT, FILE_FIELD)
 MAX_EXTRA_FIELDS = 50
 MAX_FIELD_NAME = 100
 
@@ -29,6 +30,11 @@ class FormInvalid(Invalid):
         first = next(iter(errors))
         super().__init__(first, errors[first], {"fields": errors})
         self.errors = errors
+
+
+def extra_fields(fields: Mapping[str, str]) -> list[str]:
+    """Names the form does not know: they go to custom_fields under their own name."""
+    return [name for name in fields if name not in FORM_FIELDS and name not in _NOT_DATA]
 
 
 def is_spam(fields: Mapping[str, str]) -> bool:
@@ -51,7 +57,7 @@ def parse_report(fields: Mapping[str, str]) -> CreateIssue:
         except Invalid as exc:
             errors[name] = _friendly(name, exc)
     custom = _custom_fields(fields.get("custom_fields", ""), errors)
-    extras = [k for k in fields if k not in FORM_FIELDS and k not in (HONEYPOT, FILE_FIELD)]
+    extras = extra_fields(fields)
     if len(extras) > MAX_EXTRA_FIELDS:
         errors["custom_fields"] = f"Too many extra fields (at most {MAX_EXTRA_FIELDS})."
     for name in extras[:MAX_EXTRA_FIELDS]:

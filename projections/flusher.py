@@ -2,7 +2,10 @@
 
 Projections are derived data, so they are written after the response: the event log
 fsync is the commit point. Issue files follow within ``delay``; the index, which is
-larger, at most once per ``index_interval`` while writes keep coming.
+larger, at most once per ``index_interval`` while writes keep coming, and never more
+than ``INDEX_BUDGET`` of the time: a big index written too often would take the disk
+from the appends that clients are waiting for. Start-up replays whatever the index
+has not caught up with, so a late index costs start-up time, never data.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import time
 from projections.store import IssueProjection
 
 log = logging.getLogger("hydraissue.flusher")
+INDEX_BUDGET = 0.05  # at most this share of wall time spent rewriting the index
 
 
 class Flusher:
@@ -26,7 +30,12 @@ class Flusher:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._last_index = 0.0
+        self._index_seconds = 0.0  # how long the last index write took
         projection.on_dirty = self._wake.set
+
+    @property
+    def _index_gap(self) -> float:
+        return max(self.index_interval, self._index_seconds / INDEX_BUDGET)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -34,10 +43,10 @@ class Flusher:
             await self._wake.wait()
             await asyncio.sleep(self.delay)
             self._wake.clear()
-            due = time.monotonic() - self._last_index >= self.index_interval
+            due = time.monotonic() - self._last_index >= self._index_gap
             await self.flush(index=due)
             if self.projection.index_dirty:
-                wait = max(0.0, self.index_interval - (time.monotonic() - self._last_index))
+                wait = max(0.0, self._index_gap - (time.monotonic() - self._last_index))
                 loop.call_later(wait, self._wake.set)
 
     async def flush(self, *, index: bool = True) -> None:
@@ -51,7 +60,7 @@ class Flusher:
             )
             try:
                 # Shielded: a cancel (shutdown) must not let a later flush race this write.
-                await asyncio.shield(write)
+                index_seconds = await asyncio.shield(write)
             except asyncio.CancelledError:
                 await write
                 raise
@@ -66,3 +75,4 @@ class Flusher:
                 return
             if snapshot is not None:
                 self._last_index = time.monotonic()
+                self._index_seconds = index_seconds

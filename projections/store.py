@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -286,11 +287,17 @@ class IssueProjection:
 
     def write_files(
         self, issues: list[Issue], removed: list[int], index: IndexSnapshot | None
-    ) -> None:
-        """Issue files first, then the index: an index never points past its issue files."""
+    ) -> float:
+        """Issue files first, then the index: an index never points past its issue files.
+
+        Returns the seconds the index took, so the flusher can space index writes.
+        """
         self.files.write_issues(issues, removed)
-        if index is not None:
-            self.files.write_index(index.rows, index.checkpoint, index.next_id)
+        if index is None:
+            return 0.0
+        started = time.monotonic()
+        self.files.write_index(index.rows, index.checkpoint, index.next_id)
+        return time.monotonic() - started
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from events.model import Actor
 from hydraissue.errors import NotFound, TooManyRequests
 from hydraissue.model import CATEGORIES, display_key
 from hydraissue.parse import issue_id
-from hydraissue.report import FILE_FIELD, FORM_FIELDS, HONEYPOT, FormInvalid, is_spam, parse_report
+from hydraissue.report import FILE_FIELD, FormInvalid, extra_fields, is_spam, parse_report
 from hydraissue.uploads import INLINE_TYPES
 from web.clientip import client_ip
 from web.forms import read_form, upload_limits
@@ -30,15 +30,10 @@ def render_form(
     errors: dict[str, str] | None = None,
     status: int = 200,
 ) -> web.Response:
-    extras = [
-        (k, v)
-        for k, v in values.items()
-        if k not in FORM_FIELDS and k not in (HONEYPOT, FILE_FIELD)
-    ]
     context = {
         "values": values,
         "errors": errors or {},
-        "extras": extras,
+        "extras": [(name, values[name]) for name in extra_fields(values)],
         "projects": request.app[SERVICE].projection.known_projects(),
         "categories": CATEGORIES,
         "limits": upload_limits(request.app[CONFIG]),
