@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -45,6 +44,14 @@ from hydraissue.model import (
     TERMINAL_STATUSES,
     Issue,
 )
+from tests.strategies import (
+    custom_fields,
+    non_blank,
+    optional_texts,
+    status_names,
+    strict,
+    texts,
+)
 
 ACTOR = Actor("api")
 TERMINAL = frozenset({"done", "closed"})  # the runbook's words, not the code's constant
@@ -59,48 +66,14 @@ def runbook_allows(current: str, requested: str) -> bool:
 
 # -- strategies ----------------------------------------------------------------------
 
-HOSTILE = [
-    "\u2028",
-    "\u2029",
-    "\x85",
-    "\x7f",
-    "\x00",
-    "\ufeff",
-    "😀",
-    '"',
-    "'",
-    "\n",
-    "\r",
-    "\t",
-    ":",
-    "#",
-    "\\",
-]
-chars = st.one_of(st.sampled_from(HOSTILE), st.characters(codec="utf-8"))
-texts = st.text(chars, max_size=30)
-non_blank = texts.filter(lambda s: s.strip() != "")
-json_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**63), 2**63 - 1),
-    st.floats(allow_nan=False, allow_infinity=False),
-    texts,
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
-    max_leaves=8,
-)
-custom_fields = st.dictionaries(texts, json_values, max_size=3)
-
 create_bodies = st.fixed_dictionaries(
     {"title": non_blank},
     optional={
         "description": texts,
-        "project": st.one_of(st.none(), texts),
+        "project": optional_texts,
         "category": st.sampled_from([None, "", *CATEGORIES]),
         "priority": st.sampled_from([None, "", *PRIORITIES]),
-        "reporter": st.one_of(st.none(), texts),
+        "reporter": optional_texts,
         "custom_fields": custom_fields,
     },
 )
@@ -109,19 +82,13 @@ field_bodies = st.fixed_dictionaries(
     optional={
         "priority": st.sampled_from([None, "", *PRIORITIES]),
         "category": st.sampled_from([None, "", *CATEGORIES]),
-        "plan": st.one_of(st.none(), texts),
+        "plan": optional_texts,
         "custom_fields": custom_fields,
         "title": non_blank,
         "description": texts,
-        "project": st.one_of(st.none(), texts),
+        "project": optional_texts,
     },
 ).filter(bool)
-status_names = st.sampled_from([*STATUSES, "resolved"])
-
-
-def strict(value: Any) -> bytes:
-    """JSON bytes: tells 1, 1.0 and True apart, which == does not."""
-    return orjson.dumps(value)
 
 
 # -- the machine ---------------------------------------------------------------------
@@ -248,7 +215,7 @@ class Lifecycle(RuleBasedStateMachine):
         assert len(events) == 1
         assert self.issues[issue_id].status == other
 
-    @rule(issue_id=ids, plan=st.one_of(st.none(), texts), status=st.one_of(st.none(), status_names))
+    @rule(issue_id=ids, plan=optional_texts, status=st.one_of(st.none(), status_names))
     def set_plan(self, issue_id: int, plan: str | None, status: str | None) -> None:
         body: dict[str, Any] = {"plan": plan}
         if status is not None:
@@ -256,7 +223,7 @@ class Lifecycle(RuleBasedStateMachine):
         command = parse.set_plan(issue_id, body)
         self.check_update(issue_id, command)
 
-    @rule(issue_id=ids, author=st.one_of(st.none(), texts), text=non_blank)
+    @rule(issue_id=ids, author=optional_texts, text=non_blank)
     def comment(self, issue_id: int, author: str | None, text: str) -> None:
         command = parse.add_comment(issue_id, {"author": author, "text": text})
         if issue_id in self.deleted:

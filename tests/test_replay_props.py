@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,106 +21,44 @@ from events.model import Actor
 from hydraissue import parse
 from hydraissue.commands import Command, DeleteIssue
 from hydraissue.errors import DomainError
-from hydraissue.model import CATEGORIES, PRIORITIES, STATUSES, Issue
+from hydraissue.model import CATEGORIES, PRIORITIES, Issue
 from hydraissue.service import IssueService
 from projections.files import ProjectionFiles
 from projections.flusher import Flusher
 from projections.rebuild import replay, verify
 from projections.rows import IndexRow
+from tests.strategies import custom_fields, optional_texts, status_names, strict, texts, titles
 
 # -- strategies ----------------------------------------------------------------------
-
-HOSTILE = [
-    "\u2028",
-    "\u2029",
-    "\x85",
-    "\x7f",
-    "\x9f",
-    "\x00",
-    "\x1b",
-    "\ufeff",
-    "\ufffe",
-    "\u00a0",
-    "😀",
-    "\u200d",
-    '"',
-    "'",
-    "\\",
-    "\n",
-    "\r",
-    "\t",
-    ":",
-    "#",
-    "-",
-    "{",
-    "&",
-    "*",
-    "!",
-    "|",
-    ">",
-    " ",
-]
-TRICKY = [
-    "👩\u200d💻",
-    "yes",
-    "null",
-    "~",
-    "1e3",
-    "0x1F",
-    "2024-01-01",
-    "12:30:00",
-    "<<",
-    "=",
-    "---",
-]
-chars = st.one_of(st.sampled_from(HOSTILE), st.characters(codec="utf-8"))
-texts = st.one_of(st.text(chars, max_size=40), st.sampled_from(TRICKY))
-titles = st.one_of(texts.filter(lambda s: s.strip() != ""), st.sampled_from(["", " \u2028 "]))
-scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**63), 2**64 - 1),
-    st.floats(allow_nan=False, allow_infinity=False),
-    texts,
-)
-json_values = st.recursive(
-    scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
-    max_leaves=10,
-)
-custom_fields = st.dictionaries(texts, json_values, max_size=4)
-optional_text = st.one_of(st.none(), texts)
 
 create_body = st.fixed_dictionaries(
     {"title": titles},
     optional={
         "description": texts,
-        "project": optional_text,
+        "project": optional_texts,
         "category": st.sampled_from(CATEGORIES),
         "priority": st.sampled_from([None, *PRIORITIES]),
-        "reporter": optional_text,
+        "reporter": optional_texts,
         "custom_fields": custom_fields,
     },
 )
 update_body = st.fixed_dictionaries(
     {},
     optional={
-        "status": st.sampled_from([*STATUSES, "resolved"]),
+        "status": status_names,
         "priority": st.sampled_from([None, *PRIORITIES]),
         "category": st.sampled_from(CATEGORIES),
-        "plan": optional_text,
+        "plan": optional_texts,
         "custom_fields": custom_fields,
         "title": titles,
         "description": texts,
-        "project": optional_text,
+        "project": optional_texts,
     },
 )
-plan_body = st.fixed_dictionaries(
-    {"plan": optional_text}, optional={"status": st.sampled_from([*STATUSES, "resolved"])}
-)
+plan_body = st.fixed_dictionaries({"plan": optional_texts}, optional={"status": status_names})
 comment_body = st.one_of(
-    st.fixed_dictionaries({"author": optional_text, "text": titles}),
-    st.fixed_dictionaries({"author": optional_text, "body": titles}),
+    st.fixed_dictionaries({"author": optional_texts, "text": titles}),
+    st.fixed_dictionaries({"author": optional_texts, "body": titles}),
 )
 nim_body = st.fixed_dictionaries({"name": titles, "action": titles})
 target = st.integers(0, 50)
@@ -190,11 +127,6 @@ async def run_ops(data_dir: Path, script: list[tuple[Any, ...]]) -> tuple[IssueS
             ids.append(outcome.issue.id)
     await flusher.flush()
     return service, appended
-
-
-def strict(value: Any) -> bytes:
-    """JSON bytes: tells 1, 1.0 and True apart, which == does not."""
-    return orjson.dumps(value)
 
 
 def live_state(service: IssueService) -> dict[int, Issue | None]:
