@@ -113,6 +113,7 @@ def replace_atomically(path: Path, data: bytes, *, sync_dir: bool = True) -> Non
     """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; match the other data files
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -54,10 +54,14 @@ class EventLog:
     def preallocate(self, start: int, count: int) -> None:
         """Create empty logs for ids start..start+count-1 and make their names durable.
 
+        Callers keep the covered range contiguous: ``start`` is at most ``ready_below``.
+
         A folder fsync costs milliseconds; paying it once per batch here, off the
         request path, lets a create commit with the log file's fsync alone. Empty logs
         are not issues: every reader skips them (``sizes``).
         """
+        if start > self.ready_below:
+            raise ValueError(f"preallocating from {start} would leave a hole at {self.ready_below}")
         for issue_id in range(start, start + count):
             os.close(os.open(self.path(issue_id), os.O_WRONLY | os.O_CREAT, 0o644))
         fsync_dir(self.dir)
@@ -78,9 +82,14 @@ class EventLog:
         path = f"{self._prefix}{issue_id}.yaml"
         return append_durably(path, payload, self._dir_sync, new_entry=new_entry)
 
-    def read(self, issue_id: int) -> list[Event]:
-        """Every event of one issue, oldest first. Raises FileNotFoundError or LogCorrupt."""
-        data = self.path(issue_id).read_bytes()
+    def read(self, issue_id: int, size: int | None = None) -> list[Event]:
+        """Events of one issue, oldest first. Raises FileNotFoundError or LogCorrupt.
+
+        ``size``: read only that many bytes, the part known to be committed, so a
+        reader never sees an append still in flight.
+        """
+        with open(self.path(issue_id), "rb") as handle:
+            data = handle.read() if size is None else handle.read(size)
         try:
             items = load_items(data)
             return [Event.from_dict(item) for item in items]

@@ -7,6 +7,7 @@ and exits non-zero; tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 import time
@@ -19,6 +20,7 @@ from hydraissue.config import DEFAULT_CONFIG, Config, ConfigError, load
 from hydraissue.datadir import DataDirBusy, DataDirLock
 
 EXIT_USAGE = 2
+LISTEN_ERRORS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
 
 
 class CliError(Exception):
@@ -92,8 +94,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             access_log=None,
         )
     except OSError as exc:
+        if exc.filename is None and exc.errno in LISTEN_ERRORS:
+            raise CliError(
+                f"cannot listen on {host}:{port}: {exc.strerror}; pick another --listen"
+            ) from exc
+        where = f" ({exc.filename})" if exc.filename else ""
         raise CliError(
-            f"cannot listen on {host}:{port}: {exc.strerror}; pick another --listen"
+            f"cannot use the data dir {config.data_path}: {exc.strerror}{where}; "
+            "check that it is a directory you can write"
         ) from exc
     finally:
         lock.release()
@@ -167,26 +175,28 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_gc_uploads(args: argparse.Namespace) -> int:
-    import shutil
-
-    from hydraissue.service import IssueService
+    from events.log import EventLog
+    from hydraissue.uploads import UploadStore
+    from projections.store import IssueProjection
 
     config = _config(args, tokens=False)
     lock = _locked(config)
     try:
-        service = IssueService(config.data_path)
-        service.load()
-        live = {row.id for row in service.projection.rows.values() if not row.deleted}
-        orphans = service.uploads.orphans(live)
-        for path in orphans:
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
-            print(f"removed {path}")
+        projection = IssueProjection(config.data_path, EventLog(config.data_path))
+        projection.load()
+        attached: dict[int, set[str]] = {}
+        for row in projection.rows.values():
+            issue = projection.issue(row.id)
+            if issue is not None:
+                attached[issue.id] = {a.filename for a in issue.attachments}
+        uploads = UploadStore(config.data_path)
+        orphans = uploads.orphans(attached)
+        uploads.remove(orphans)
     finally:
         lock.release()
-    print(f"gc-uploads: removed {len(orphans)} orphaned upload folder(s) or temp file(s)")
+    for path in orphans:
+        print(f"removed {path}")
+    print(f"gc-uploads: removed {len(orphans)} upload folder(s) or file(s) that belong to no issue")
     return 0
 
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 
-_last_second = -1
-_prefix = ""
+
+@lru_cache(maxsize=1)
+def _second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
 def utc_now() -> str:
-    """Milliseconds, UTC, e.g. 2026-11-25T14:23:28.341Z (the second's text is reused)."""
-    global _last_second, _prefix
+    """Milliseconds, UTC, e.g. 2026-11-25T14:23:28.341Z (one strftime per second)."""
     now = time.time()
     second = int(now)
-    if second != _last_second:
-        _prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _last_second = second
-    return f"{_prefix}.{int((now - second) * 1000):03d}Z"
+    return f"{_second(second)}.{int((now - second) * 1000):03d}Z"

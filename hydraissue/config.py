@@ -56,7 +56,9 @@ class Config:
         if self.base_url:
             return self.base_url.rstrip("/")
         host, port = self.host_port
-        return f"http://{host}:{port}"
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"  # where a person on this machine can reach it
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 _TYPES: dict[str, type] = {"str": str, "int": int, "bool": bool, "tuple[str, ...]": list}

@@ -65,11 +65,12 @@ def transition_allowed(current: str, requested: str) -> bool:
     return current not in TERMINAL_STATUSES or requested in TERMINAL_STATUSES
 
 
-def etag_matches(if_match: str | None, issue: Issue) -> bool:
-    if if_match is None:
-        return True
-    candidates = [tag.strip().removeprefix("W/") for tag in if_match.split(",")]
-    return "*" in candidates or issue.etag in candidates
+def etag_matches(header: str, etag: str, *, weak: bool) -> bool:
+    """RFC 9110 comparison: If-Match is strong (a W/ tag never matches), If-None-Match weak."""
+    for tag in (part.strip() for part in header.split(",")):
+        if tag == "*" or tag == etag or (weak and tag.removeprefix("W/") == etag):
+            return True
+    return False
 
 
 def decide(state: Issue | None, command: Command) -> list[NewEvent]:
@@ -102,7 +103,7 @@ def _existing(state: Issue | None, issue_id: int) -> Issue:
 
 
 def _check_etag(if_match: str | None, issue: Issue) -> None:
-    if not etag_matches(if_match, issue):
+    if if_match is not None and not etag_matches(if_match, issue.etag, weak=False):
         raise PreconditionFailed(
             "If-Match does not match the issue's current ETag; fetch it again and retry",
             {"etag": issue.etag, "if_match": if_match},
@@ -110,8 +111,12 @@ def _check_etag(if_match: str | None, issue: Issue) -> None:
 
 
 def _differs(old: Any, new: Any) -> bool:
-    """JSON-level difference: 1, 1.0 and true are different values to a client."""
-    return old is not new and orjson.dumps(old) != orjson.dumps(new)
+    """JSON-level difference: 1, 1.0 and true differ to a client; key order does not."""
+    if old is new:
+        return False
+    return orjson.dumps(old, option=orjson.OPT_SORT_KEYS) != orjson.dumps(
+        new, option=orjson.OPT_SORT_KEYS
+    )
 
 
 def _update(issue: Issue, command: UpdateIssue) -> list[NewEvent]:

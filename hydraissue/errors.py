@@ -28,10 +28,6 @@ class Invalid(DomainError):
         self.field = field
 
 
-class Unauthorized(DomainError):
-    status = 401
-
-
 class NotFound(DomainError):
     status = 404
 

@@ -11,6 +11,12 @@ from dataclasses import replace
 from events.model import Event
 from hydraissue.model import DEFAULT_CATEGORY, Attachment, Comment, Issue, NimAction
 
+# Fields an update may set; a change to any other (a newer build's) is kept in the log
+# but cannot apply to this build's state.
+UPDATABLE = frozenset(
+    {"status", "priority", "category", "plan", "custom_fields", "title", "description", "project"}
+)
+
 
 class SequenceGap(Exception):
     """An event whose seq does not follow the state it is applied to."""
@@ -46,7 +52,8 @@ def evolve(state: Issue | None, event: Event) -> Issue:
     touched = replace(state, seq=event.seq, updated_at=event.at)
     match event.type:
         case "issue.updated":
-            return replace(touched, **data.get("changes", {}))
+            changes = {k: v for k, v in data.get("changes", {}).items() if k in UPDATABLE}
+            return replace(touched, **changes)
         case "issue.deleted":
             return replace(touched, deleted=True)
         case "comment.added":

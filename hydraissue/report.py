@@ -91,4 +91,5 @@ def _custom_fields(raw: str, errors: dict[str, str]) -> dict[str, Any]:
 def _friendly(name: str, exc: Invalid) -> str:
     if name == "title" and "required" in exc.message:
         return "Please give the issue a short title."
-    return exc.message.removeprefix(f"{name}: ").capitalize() + "."
+    text = exc.message.removeprefix(f"{name}: ")
+    return text[:1].upper() + text[1:] + "."  # not capitalize(): it lowercases the rest

@@ -60,17 +60,24 @@ class IssueService:
     def load(self) -> StartupReport:
         report = self.projection.load()
         self._next_pos = self.projection.checkpoint + 1
+        # Ids below next_id are issues already (durable logs) or were never acknowledged.
+        self.log.ready_below = self.projection.next_id
         self.log.preallocate(self.projection.next_id, PREALLOCATE)
         return report
 
     def _keep_logs_ahead(self) -> None:
-        """Preallocate the next batch of logs in the background before creates need them."""
-        if self._preallocating or self.projection.next_id + PREALLOCATE // 2 < self.log.ready_below:
+        """Preallocate the next batch of logs in the background before creates need them.
+
+        Always from ``ready_below``, so the covered range has no holes even when creates
+        outran the last batch: an id below ``ready_below`` must have a durable name.
+        """
+        target = self.projection.next_id + PREALLOCATE
+        if self._preallocating or target - PREALLOCATE // 2 < self.log.ready_below:
             return
         self._preallocating = True
-        start = max(self.log.ready_below, self.projection.next_id)
+        start = self.log.ready_below
         future = asyncio.get_running_loop().run_in_executor(
-            None, self.log.preallocate, start, PREALLOCATE
+            None, self.log.preallocate, start, target - start
         )
 
         def done(finished: asyncio.Future[None]) -> None:
@@ -126,7 +133,24 @@ class IssueService:
             size=received.size,
             content_type=received.content_type,
         )
-        return await self.handle(command, actor)
+        try:
+            return await self.handle(command, actor)
+        except BaseException:
+            # Not recorded, so not the issue's: a file no event names must not linger.
+            await asyncio.to_thread(self.uploads.remove_file, issue_id, filename)
+            raise
+
+    async def create_with_attachments(
+        self, command: CreateIssue, files: Sequence[Received], actor: Actor
+    ) -> Issue:
+        """A report: the issue, then each file; whatever fails, no temp file is left."""
+        try:
+            issue = (await self.handle(command, actor)).issue
+            for received in files:
+                issue = (await self.attach(issue.id, received, actor)).issue
+            return issue
+        finally:
+            self.uploads.discard(files)  # only those not moved into place still exist
 
     async def _remove_uploads_of_deleted(self, events: Sequence[Event]) -> None:
         for event in events:
@@ -134,7 +158,8 @@ class IssueService:
                 await asyncio.to_thread(self.uploads.remove_issue, event.issue_id)
 
     async def history(self, issue_id: int) -> list[Event] | None:
-        """The audit query: every event of a live issue, oldest first (one log read)."""
+        """The audit query: every committed event of a live issue, oldest first."""
         if self.projection.issue(issue_id) is None:
             return None
-        return await asyncio.to_thread(self.log.read, issue_id)
+        committed = self.projection.rows[issue_id].log_size
+        return await asyncio.to_thread(self.log.read, issue_id, committed)

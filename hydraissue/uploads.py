@@ -187,6 +187,11 @@ class UploadStore:
         fsync_dir(self.incoming)
         return filename
 
+    def remove_file(self, issue_id: int, filename: str) -> None:
+        path = self.path(issue_id, filename)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
     def remove_issue(self, issue_id: int) -> bool:
         folder = self.folder(issue_id)
         if not folder.exists():
@@ -195,17 +200,30 @@ class UploadStore:
         fsync_dir(self.root)
         return True
 
-    def orphans(self, live: set[int]) -> list[Path]:
-        """Upload folders of issues that do not exist (or no longer), and stale temp files."""
-        found = [
-            entry
-            for entry in sorted(self.root.iterdir())
-            if entry.is_dir()
-            and entry.name != INCOMING
-            and not (entry.name.isdigit() and int(entry.name) in live)
-        ]
+    def orphans(self, attached: dict[int, set[str]]) -> list[Path]:
+        """What belongs to no issue: folders of issues that do not exist (or no longer),
+        files in a live issue's folder that no event names, and stale temp files.
+
+        ``attached`` maps every live issue id to the file names its events record.
+        """
+        found: list[Path] = []
+        for entry in sorted(self.root.iterdir()):
+            if not entry.is_dir() or entry.name == INCOMING:
+                continue
+            names = attached.get(int(entry.name)) if entry.name.isdigit() else None
+            if names is None:
+                found.append(entry)
+            else:
+                found.extend(f for f in sorted(entry.iterdir()) if f.name not in names)
         found.extend(sorted(self.incoming.iterdir()))
         return found
+
+    def remove(self, paths: Iterable[Path]) -> None:
+        for path in paths:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
 
     def clear_incoming(self) -> int:
         """Temp files left by a crash mid-upload (only safe while no request runs)."""

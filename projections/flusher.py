@@ -64,7 +64,7 @@ class Flusher:
             except asyncio.CancelledError:
                 await write
                 raise
-            except OSError:
+            except Exception:  # keep flushing whatever went wrong; projections are rebuildable
                 log.exception("writing projection files failed; will retry")
                 self.projection.dirty_issues.update(i.id for i in issues)
                 self.projection.removed_issues.update(removed)

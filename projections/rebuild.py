@@ -103,6 +103,7 @@ def verify(data_dir: Path, progress: Progress | None = None) -> list[str]:
     log = EventLog(data_dir)
     files = ProjectionFiles(data_dir)
     folded, problems, _ = _fold_all(log, progress, repair=False)
+    logged = set(log.sizes())  # every issue with events, readable or not
     seen_positions: dict[int, int] = {}
     for issue_id, item in folded.items():
         name = f"events/{issue_id}.yaml"
@@ -130,7 +131,7 @@ def verify(data_dir: Path, progress: Progress | None = None) -> list[str]:
             problems.append(f"issues/{issue_id}.yaml: differs from its event log")
     for entry in os.scandir(files.issues_dir):
         stem = entry.name.removesuffix(".yaml")
-        if entry.name.endswith(".yaml") and stem.isdigit() and int(stem) not in folded:
+        if entry.name.endswith(".yaml") and stem.isdigit() and int(stem) not in logged:
             problems.append(f"issues/{entry.name}: has no event log")
     index = files.read_index()
     if index is None:
@@ -144,7 +145,11 @@ def verify(data_dir: Path, progress: Progress | None = None) -> list[str]:
                 problems.append(f"issues.yaml: no row for issue {issue_id}")
             elif row != item.row:
                 problems.append(f"issues.yaml: row for issue {issue_id} differs from its log")
-        problems.extend(f"issues.yaml: row for issue {i} has no event log" for i in sorted(by_id))
+        problems.extend(
+            f"issues.yaml: row for issue {i} has no event log"
+            for i in sorted(by_id)
+            if i not in logged  # a damaged log was reported above
+        )
         checkpoint = max((f.events[-1].pos for f in folded.values()), default=0)
         if header.get("checkpoint") != checkpoint:
             problems.append(

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import orjson
 
-from events.log import EventLog
+from events.log import EventLog, LogCorrupt
 from events.model import Event
-from hydraissue.evolve import fold
+from hydraissue.evolve import SequenceGap, fold
 from hydraissue.model import Issue
 from projections.files import ProjectionFiles
 from projections.query import ListQuery, row_matches, sort_key
@@ -87,7 +87,6 @@ class IssueProjection:
             repair = self.log.repair(issue_id)
             if repair:
                 report.repairs.append(repair.describe())
-                log.warning(repair.describe())
                 if repair.kept_size == 0:
                     rows.pop(issue_id, None)
                     continue
@@ -102,9 +101,15 @@ class IssueProjection:
             self._mark_index()
         return report
 
-    def _replay_one(self, issue_id: int) -> IndexRow:
+    def _fold_log(self, issue_id: int) -> tuple[list[Event], Issue | None]:
         events = self.log.read(issue_id)
-        issue = fold(events)
+        try:
+            return events, fold(events)
+        except SequenceGap as exc:
+            raise LogCorrupt(f"events/{issue_id}.yaml: {exc}") from exc
+
+    def _replay_one(self, issue_id: int) -> IndexRow:
+        events, issue = self._fold_log(issue_id)
         if issue is None:
             raise ValueError(f"events/{issue_id}.yaml holds no events")
         size = self.log.path(issue_id).stat().st_size
@@ -136,7 +141,7 @@ class IssueProjection:
         issue = self.files.read_issue(issue_id)
         if issue is None or issue.seq != row.seq:
             # Missing or behind its log (e.g. a crash between commit and flush).
-            folded = fold(self.log.read(issue_id))
+            _, folded = self._fold_log(issue_id)
             if folded is None:
                 return None
             issue = folded
@@ -155,8 +160,10 @@ class IssueProjection:
     def count(self) -> int:
         return len(self._live)
 
-    def known_projects(self) -> list[str]:
-        return sorted(p for p, ids in self._facets["project"].items() if p and ids)
+    def known_projects(self, limit: int = 50) -> list[str]:
+        """The most used project names (bounded: anyone can name a project on /report)."""
+        used = [(len(ids), p) for p, ids in self._facets["project"].items() if p and ids]
+        return sorted(p for _, p in sorted(used, reverse=True)[:limit])
 
     def query(self, query: ListQuery) -> tuple[int, list[Issue]]:
         """Total matches and the requested page, from memory.

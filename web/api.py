@@ -10,12 +10,13 @@ from aiohttp import web
 from events.model import Actor
 from hydraissue import __version__, parse
 from hydraissue.commands import DeleteIssue
+from hydraissue.decide import etag_matches
 from hydraissue.errors import Invalid, NotFound
 from hydraissue.model import Issue, display_key
 from projections.query import parse_list_query
 from web.forms import read_form, upload_limits
 from web.keys import CONFIG, RUNBOOK, SERVICE, STARTED
-from web.responses import json_response, read_json
+from web.responses import json_response, public_base, read_json
 
 routes = web.RouteTableDef()
 API_ACTOR = Actor("api")
@@ -84,7 +85,7 @@ async def list_issues(request: web.Request) -> web.Response:
         next_url = request.rel_url.update_query(
             offset=query.offset + query.limit, limit=query.limit
         )
-        headers["Link"] = f'<{request.app[CONFIG].public_url}{next_url}>; rel="next"'
+        headers["Link"] = f'<{public_base(request)}{next_url}>; rel="next"'
     return json_response(body, headers=headers)
 
 
@@ -92,10 +93,7 @@ async def list_issues(request: web.Request) -> web.Response:
 async def get_issue(request: web.Request) -> web.Response:
     issue = live_issue(request, issue_id_of(request))
     if_none_match = request.headers.get("If-None-Match")
-    if if_none_match and (
-        if_none_match.strip() == "*"
-        or issue.etag in (t.strip().removeprefix("W/") for t in if_none_match.split(","))
-    ):
+    if if_none_match and etag_matches(if_none_match, issue.etag, weak=True):
         return web.Response(status=304, headers={"ETag": issue.etag})
     return issue_response(request, issue)
 

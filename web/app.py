@@ -86,6 +86,11 @@ def _storage(own_lock: bool):  # type: ignore[no-untyped-def]
         )
         for repair in report.repairs:
             log.warning("repaired on start-up: %s", repair)
+        if report.dropped:
+            log.warning(
+                "dropped index rows of issues without an event log (the log is the truth): %s",
+                ", ".join(map(str, report.dropped)),
+            )
         store = IdempotencyStore(data_dir)
         await asyncio.to_thread(store.load)
         app[SERVICE] = service

@@ -26,7 +26,9 @@ def client_ip(request: web.Request, trusted: tuple[Network, ...]) -> str:
     peer = request.remote or "unknown"
     if not trusted or not _trusted(peer, trusted):
         return peer
-    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+    # Every header line: a proxy may add its own line after one the client forged.
+    joined = ",".join(request.headers.getall("X-Forwarded-For", []))
+    hops = [h.strip() for h in joined.split(",") if h.strip()]
     # Walk from the nearest hop outwards; the first address we do not trust is the client.
     for hop in reversed(hops):
         if not _trusted(hop, trusted):

@@ -7,13 +7,17 @@ from dataclasses import dataclass, field
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from hydraissue.config import Config
 from hydraissue.errors import Invalid, TooLarge
 from hydraissue.uploads import Budget, Limits, Received, UploadStore, human
 
 MAX_TEXT_FIELD = 256 * 1024
-MAX_TEXT_TOTAL = 1024 * 1024
+MAX_TEXT_TOTAL = 1024 * 1024  # every text value, field name and part header together
+MAX_PARTS = 100
+PART_OVERHEAD = 256  # charged per part, so thousands of empty parts cost too
+MAX_DRAIN = 8 * 1024 * 1024  # read past a limit at most this far, then stop reading
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
@@ -47,7 +51,19 @@ async def _text(part: BodyPartReader, budget: list[int]) -> str:
                 f"field {part.name!r} is too long",
                 {"field": part.name, "limit": MAX_TEXT_FIELD},
             )
-    return data.decode(part.get_charset("utf-8"), errors="replace")
+    try:
+        return data.decode(part.get_charset("utf-8"), errors="replace")
+    except LookupError:  # a charset nobody has heard of
+        return data.decode("utf-8", errors="replace")
+
+
+async def _drain(part: BodyPartReader, left: list[int]) -> bool:
+    """Skip a part's bytes within the drain allowance; False once it is used up."""
+    async for chunk in _chunks(part):
+        left[0] -= len(chunk)
+        if left[0] < 0:
+            return False
+    return True
 
 
 async def read_form(
@@ -64,6 +80,8 @@ async def read_form(
             posted = await request.post()
         except web.HTTPRequestEntityTooLarge:
             raise TooLarge("the form is too large", {"limit": request.client_max_size}) from None
+        except (UnicodeDecodeError, LookupError) as exc:
+            raise Invalid("body", f"could not be decoded as form text ({exc})") from None
         return FormPost(fields={k: v for k, v in posted.items() if isinstance(v, str)})
     ceiling = limits.max_request_bytes + MAX_TEXT_TOTAL
     post = FormPost()
@@ -77,28 +95,37 @@ async def read_form(
         return post
     budget = Budget(limits)
     text_budget = [0]
+    drain = [MAX_DRAIN]
     try:
         reader = await request.multipart()
+        parts = 0
         while (part := await reader.next()) is not None:
+            parts += 1
             if not isinstance(part, BodyPartReader):
                 raise Invalid("body", "nested multipart bodies are not supported")
             name = part.name or ""
+            text_budget[0] += PART_OVERHEAD + len(name) + sum(map(len, part.headers.values()))
+            if parts > MAX_PARTS or text_budget[0] > MAX_TEXT_TOTAL:
+                raise TooLarge(f"the form has too many parts (at most {MAX_PARTS})", {})
             if part.filename is None:
                 post.fields[name] = await _text(part, text_budget)
             elif name != file_field:
                 raise Invalid(name, f"unexpected file field; send files as {file_field!r}")
             elif part.filename == "" or post.too_large is not None:
-                await part.release()  # an empty file input, or files after one over a limit
+                # An empty file input, or files after one over a limit.
+                if not await _drain(part, drain):
+                    break
             else:
                 try:
                     post.files.append(await uploads.receive(_chunks(part), part.filename, budget))
                 except TooLarge as exc:
                     # Keep reading: browsers send the fields after the file input.
                     post.too_large = exc
-                    await part.release()
-    except TooLarge as exc:  # a text field over its limit
+                    if not await _drain(part, drain):
+                        break
+    except TooLarge as exc:  # text over its limit, or too many parts
         post.too_large = exc
-    except (ValueError, HttpProcessingError) as exc:  # a malformed multipart body
+    except (ValueError, HttpProcessingError, RequestPayloadError) as exc:  # malformed body
         uploads.discard(post.files)
         raise Invalid("body", f"is not a valid multipart body ({exc})") from None
     except BaseException:

@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp_jinja2
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from hydraissue.errors import DomainError, Invalid, TooManyRequests
 from hydraissue.idempotency import WINDOW_SECONDS, Stored
@@ -70,6 +72,12 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not wants_json(request):
             return html_message(request, exc.status, exc.message, extra)
         return _json_error(exc.status, exc.message, exc.detail, **extra)
+    except (RequestPayloadError, HttpProcessingError) as exc:
+        # A body aiohttp could not read (bad gzip, broken chunking): the client's fault.
+        message = f"the request body could not be read ({str(exc).strip()})"
+        if not wants_json(request):
+            return html_message(request, 400, message, {})
+        return _json_error(400, message)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -145,21 +153,25 @@ async def idempotency(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     if not key.strip() or len(key) > 255:
         raise Invalid("Idempotency-Key", "must be 1 to 255 characters")
-    store = request.app[IDEMPOTENCY]
-    digest = hashlib.sha256(f"{request.method} {request.path_qs}\n".encode())
     if request.content_type.startswith("multipart/"):
-        digest.update(request.headers.get("Content-Length", "").encode())
-    else:
-        digest.update(await request.read())
+        # Uploads are streamed to disk, never held whole, so there is no body to compare.
+        raise Invalid(
+            "Idempotency-Key",
+            "is not supported on multipart uploads; send the request without it",
+        )
+    store = request.app[IDEMPOTENCY]
+    key = f"{'api' if request.path.startswith(API) else 'public'}:{key}"
+    digest = hashlib.sha256(f"{request.method} {request.path_qs}\n".encode())
+    digest.update(await request.read())
     fingerprint = digest.hexdigest()
-    async with store.lock(key):
+    async with store.locked(key):
         stored = store.get(key)
         if stored is not None:
             if stored.fingerprint != fingerprint:
                 return _json_error(
                     422,
                     "Idempotency-Key was already used with a different request; use a new key",
-                    {"key": key},
+                    {"key": request.headers["Idempotency-Key"]},
                 )
             headers = {**stored.headers, "Idempotent-Replayed": "true"}
             return web.Response(
@@ -188,7 +200,3 @@ async def idempotency(request: web.Request, handler: Handler) -> web.StreamRespo
                     )
                 )
         return response
-
-
-def api_config_limit(request: web.Request) -> int:
-    return request.app[CONFIG].max_json_bytes

@@ -19,7 +19,7 @@ from web.forms import read_form, upload_limits
 from web.keys import CONFIG, RATE_LIMITER, SERVICE, TRUSTED_PROXIES
 from web.middleware import wants_json
 from web.render import field_value, markdown
-from web.responses import json_response
+from web.responses import json_response, public_base
 
 routes = web.RouteTableDef()
 
@@ -72,15 +72,14 @@ async def submit_report(request: web.Request) -> web.StreamResponse:
         if wants_json(request):
             raise
         return render_form(request, post.fields, exc.errors, 400)
-    actor = Actor("public", command.reporter)
-    outcome = await service.handle(command, actor)
-    issue = outcome.issue
-    for received in post.files:
-        issue = (await service.attach(issue.id, received, actor)).issue
+    issue = await service.create_with_attachments(
+        command, post.files, Actor("public", command.reporter)
+    )
     url = f"/issues/{issue.id}"
     if wants_json(request):
         body: dict[str, Any] = issue.to_dict()
-        body["url"] = f"{request.app[CONFIG].public_url}{url}"
+        # The public view's address; null when that view is switched off.
+        body["url"] = f"{public_base(request)}{url}" if request.app[CONFIG].public_view else None
         return json_response(body, status=201, headers={"Location": url})
     target = (
         f"{url}?reported=1" if request.app[CONFIG].public_view else f"/report/thanks?id={issue.id}"

@@ -8,6 +8,7 @@ import orjson
 from aiohttp import web
 
 from hydraissue.errors import Invalid, TooLarge
+from web.keys import CONFIG
 
 JSON = "application/json"
 
@@ -17,6 +18,12 @@ def json_response(
 ) -> web.Response:
     body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
     return web.Response(body=body, status=status, content_type=JSON, headers=headers)
+
+
+def public_base(request: web.Request) -> str:
+    """The base URL for links: base_url when configured, else what the client used."""
+    configured = request.app[CONFIG].base_url
+    return configured.rstrip("/") if configured else f"{request.scheme}://{request.host}"
 
 
 def error_body(error: str, code: int, detail: Any = None) -> bytes:
