@@ -7,6 +7,7 @@ one worker-thread call, so the loop keeps serving reads while the disk syncs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections.abc import Callable, Sequence
@@ -82,8 +83,13 @@ class IssueService:
 
         def done(finished: asyncio.Future[None]) -> None:
             self._preallocating = False
-            if not finished.cancelled() and finished.exception() is not None:
+            if finished.cancelled():
+                return
+            if finished.exception() is not None:
                 log.error("preallocating event logs failed: %s", finished.exception())
+                return
+            with contextlib.suppress(RuntimeError):  # the loop may be shutting down
+                self._keep_logs_ahead()  # creates may have outrun this batch: catch up now
 
         future.add_done_callback(done)
 
