@@ -165,15 +165,20 @@ class IssueProjection:
         used = [(len(ids), p) for p, ids in self._facets["project"].items() if p and ids]
         return sorted(p for _, p in sorted(used, reverse=True)[:limit])
 
-    def query(self, query: ListQuery) -> tuple[int, list[Issue]]:
-        """Total matches and the requested page, from memory.
+    def query_json(self, query: ListQuery) -> tuple[int, bytes]:
+        """Total matches and the requested page as a JSON array, from memory.
 
         The sorted ids of a filter are cached until the next write, so paging through
-        a result and agents polling the same stage cost a slice, not a scan.
+        a result and agents polling the same stage cost a slice, not a scan; the page
+        is joined from each issue's cached JSON.
         """
         ids = self._matching_ids(query)
-        page = ids[query.offset : query.offset + query.limit]
-        return len(ids), [self._must(i) for i in page]
+        cached = self._json.get
+        parts = [
+            cached(i) or self.issue_json(self._must(i))
+            for i in ids[query.offset : query.offset + query.limit]
+        ]
+        return len(ids), b"[" + b",".join(parts) + b"]"
 
     def _matching_ids(self, query: ListQuery) -> list[int]:
         key = query.filter_key()

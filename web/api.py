@@ -77,9 +77,7 @@ async def create_issue(request: web.Request) -> web.Response:
 @routes.get("/api/v1/issues")
 async def list_issues(request: web.Request) -> web.Response:
     query = parse_list_query(request.query)
-    projection = request.app[SERVICE].projection
-    total, page = projection.query(query)
-    body = b"[" + b",".join(projection.issue_json(issue) for issue in page) + b"]"
+    total, body = request.app[SERVICE].projection.query_json(query)
     headers = {"X-Total-Count": str(total)}
     if query.offset + query.limit < total:
         next_url = request.rel_url.update_query(
