@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,11 +26,13 @@ from hydraissue.errors import NotFound, StorageUnavailable
 from hydraissue.evolve import fold
 from hydraissue.model import Issue, display_key
 from hydraissue.uploads import Received, UploadStore
+from projections.flusher import Flusher
 from projections.store import IssueProjection, StartupReport
 
 log = logging.getLogger("hydraissue.service")
 APPEND_THREADS = 16
 PREALLOCATE = 256  # empty event logs kept ready ahead of the next id
+WARM_CHUNK = 256  # issues loaded per slice of the background warm-up
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +54,62 @@ class IssueService:
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
         self._next_pos = 1
         self._preallocating = False
+        self._flusher: Flusher | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         # Appends wait on fsync, not CPU: enough threads that concurrent writers each
         # have one, apart from the default pool the flusher and file reads use.
         self._appender = ThreadPoolExecutor(max_workers=APPEND_THREADS, thread_name_prefix="append")
 
+    async def start(self) -> StartupReport:
+        """Load the projections, then keep their files written and their issues warm."""
+        self.uploads.clear_incoming()  # halves of uploads cut off by a crash
+        started = time.monotonic()
+        report = await asyncio.to_thread(self.load)
+        log.info(
+            "loaded %d issues from %s in %.2fs (%d replayed from their logs%s)",
+            report.rows,
+            self.data_dir,
+            time.monotonic() - started,
+            len(report.replayed),
+            ", index was missing" if report.index_missing else "",
+        )
+        for repair in report.repairs:
+            log.warning("repaired on start-up: %s", repair)
+        if report.dropped:
+            log.warning(
+                "dropped index rows of issues without an event log (the log is the truth): %s",
+                ", ".join(map(str, report.dropped)),
+            )
+        self._flusher = Flusher(self.projection)
+        self._tasks = [asyncio.create_task(self._flusher.run()), asyncio.create_task(self._warm())]
+        if self.projection.index_dirty or self.projection.dirty_issues:
+            self.projection.on_dirty()
+        return report
+
+    async def stop(self) -> None:
+        """Finish background work, write every dirty projection file, release threads."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._flusher is not None:
+            await self._flusher.flush(index=True)
+        self.close()
+
     def close(self) -> None:
+        """Release the append threads (for callers that never started the service)."""
         self._appender.shutdown(wait=True)
+
+    async def _warm(self) -> None:
+        """Load every full issue in small slices, yielding to requests between them."""
+        pending = self.projection.unloaded()
+        started = time.monotonic()
+        for start in range(0, len(pending), WARM_CHUNK):
+            self.projection.warm(pending[start : start + WARM_CHUNK])
+            await asyncio.sleep(0)
+        if pending:
+            log.info("warmed %d issues in %.2fs", len(pending), time.monotonic() - started)
 
     def load(self) -> StartupReport:
         report = self.projection.load()

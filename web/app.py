@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,16 +17,13 @@ from hydraissue.idempotency import IdempotencyStore
 from hydraissue.ratelimit import RateLimiter
 from hydraissue.service import IssueService
 from hydraissue.uploads import human
-from projections.flusher import Flusher
 from web import api, public
 from web.clientip import networks
 from web.keys import CONFIG, IDEMPOTENCY, RATE_LIMITER, RUNBOOK, SERVICE, STARTED, TRUSTED_PROXIES
 from web.middleware import bearer_auth, errors, idempotency, security_headers
 from web.render import when
 
-log = logging.getLogger("hydraissue")
 HERE = Path(__file__).resolve().parent
-WARM_CHUNK = 256
 
 
 def runbook_text() -> bytes:
@@ -73,54 +68,16 @@ def _storage(own_lock: bool):  # type: ignore[no-untyped-def]
         if own_lock:
             lock.acquire()
         service = IssueService(data_dir)
-        service.uploads.clear_incoming()  # halves of uploads cut off by a crash
-        started = time.monotonic()
-        report = await asyncio.to_thread(service.load)
-        log.info(
-            "loaded %d issues from %s in %.2fs (%d replayed from their logs%s)",
-            report.rows,
-            data_dir,
-            time.monotonic() - started,
-            len(report.replayed),
-            ", index was missing" if report.index_missing else "",
-        )
-        for repair in report.repairs:
-            log.warning("repaired on start-up: %s", repair)
-        if report.dropped:
-            log.warning(
-                "dropped index rows of issues without an event log (the log is the truth): %s",
-                ", ".join(map(str, report.dropped)),
-            )
-        store = IdempotencyStore(data_dir)
-        await asyncio.to_thread(store.load)
-        app[SERVICE] = service
-        app[IDEMPOTENCY] = store
-        flusher = Flusher(service.projection)
-        tasks = [asyncio.create_task(flusher.run()), asyncio.create_task(_warm(service))]
-        if service.projection.index_dirty or service.projection.dirty_issues:
-            service.projection.on_dirty()
         try:
+            await service.start()
+            store = IdempotencyStore(data_dir)
+            await asyncio.to_thread(store.load)
+            app[SERVICE] = service
+            app[IDEMPOTENCY] = store
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await flusher.flush(index=True)
-            service.close()
+            await service.stop()
             if own_lock:
                 lock.release()
 
     return storage
-
-
-async def _warm(service: IssueService) -> None:
-    """Load every full issue in small slices, yielding to requests between them."""
-    pending = service.projection.unloaded()
-    started = time.monotonic()
-    for start in range(0, len(pending), WARM_CHUNK):
-        service.projection.warm(pending[start : start + WARM_CHUNK])
-        await asyncio.sleep(0)
-    if pending:
-        log.info("warmed %d issues in %.2fs", len(pending), time.monotonic() - started)
