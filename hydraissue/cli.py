@@ -66,6 +66,10 @@ def _locked(config: Config) -> DataDirLock:
     return lock
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(f"hydraissue {__version__}")
     return 0
@@ -146,7 +150,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for line in result.repairs:
         print(f"repaired: {line}")
     print(
-        f"replayed {result.events} events into {result.issues} issues "
+        f"replayed {plural(result.events, 'event')} into {plural(result.issues, 'issue')} "
         f"({result.deleted} deleted) in {time.monotonic() - started:.2f}s"
     )
     return 0
