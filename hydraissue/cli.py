@@ -55,9 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace, *, dev: bool = False, tokens: bool = True) -> Config:
     flags: dict[str, Any] = {"data_dir": args.data_dir, "listen": getattr(args, "listen", None)}
-    if not tokens:  # offline tools never need the tokens
-        flags.update(api_token="-", admin_token="-")
-    return load(args.config, flags=flags, dev=dev)
+    return load(args.config, flags=flags, dev=dev, require_tokens=tokens)
 
 
 def _locked(config: Config) -> DataDirLock:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -56,3 +56,17 @@ class AddAttachment:
 
 
 Command = CreateIssue | UpdateIssue | DeleteIssue | AddComment | RecordNimAction | AddAttachment
+
+# The fields a create carries (the API body and the issue.created data alike).
+CREATE_FIELDS = tuple(f.name for f in fields(CreateIssue))
+# The fields an update may set: the PATCH body, and all that evolve applies.
+UPDATE_FIELDS = (
+    "status",
+    "priority",
+    "category",
+    "plan",
+    "custom_fields",
+    "title",
+    "description",
+    "project",
+)

@@ -155,8 +155,12 @@ def load(
     env: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
     dev: bool = False,
+    require_tokens: bool = True,
 ) -> Config:
-    """Build the effective config. In dev mode a missing file is created with fresh tokens."""
+    """Build the effective config. In dev mode a missing file is created with fresh tokens.
+
+    ``require_tokens=False`` is for offline tools (replay, verify, gc-uploads).
+    """
     env = os.environ if env is None else env
     config_path = (path or DEFAULT_CONFIG).expanduser()
     values: dict[str, Any] = {}
@@ -175,7 +179,7 @@ def load(
             values[key] = env[name]
     values.update({k: v for k, v in (flags or {}).items() if v is not None})
     config = replace(Config(), **check(values, "configuration"), dev=dev)
-    for key in ("api_token", "admin_token"):
+    for key in ("api_token", "admin_token") if require_tokens else ():
         if not getattr(config, key):
             raise ConfigError(
                 f"{key} is not set: put it in {config_path}, set "

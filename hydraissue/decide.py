@@ -13,6 +13,7 @@ import orjson
 
 from events.model import Actor, Event
 from hydraissue.commands import (
+    CREATE_FIELDS,
     AddAttachment,
     AddComment,
     Command,
@@ -24,7 +25,6 @@ from hydraissue.commands import (
 from hydraissue.errors import Conflict, NotFound, PreconditionFailed
 from hydraissue.model import TERMINAL_STATUSES, Issue, display_key
 
-CREATE_FIELDS = tuple(f.name for f in fields(CreateIssue))
 ATTACHMENT_FIELDS = tuple(f.name for f in fields(AddAttachment) if f.name != "issue_id")
 
 

@@ -9,13 +9,12 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from events.model import Event
+from hydraissue.commands import UPDATE_FIELDS
 from hydraissue.model import DEFAULT_CATEGORY, Attachment, Comment, Issue, NimAction
 
-# Fields an update may set; a change to any other (a newer build's) is kept in the log
-# but cannot apply to this build's state.
-UPDATABLE = frozenset(
-    {"status", "priority", "category", "plan", "custom_fields", "title", "description", "project"}
-)
+# A change to a field this build does not know (a newer build's) stays in the log but
+# cannot apply to this build's state.
+UPDATABLE = frozenset(UPDATE_FIELDS)
 
 
 class SequenceGap(Exception):

@@ -9,33 +9,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from hydraissue.commands import AddComment, CreateIssue, RecordNimAction, UpdateIssue
+from hydraissue.commands import (
+    CREATE_FIELDS,
+    UPDATE_FIELDS,
+    AddComment,
+    CreateIssue,
+    RecordNimAction,
+    UpdateIssue,
+)
 from hydraissue.errors import Invalid
 from hydraissue.model import CATEGORIES, DEFAULT_CATEGORY, PRIORITIES, STATUS_ALIASES, STATUSES
 
 MAX_TITLE = 500
 MAX_TEXT = 200_000
 MAX_SHORT = 200
-
-CREATE_FIELDS = (
-    "title",
-    "description",
-    "project",
-    "category",
-    "priority",
-    "reporter",
-    "custom_fields",
-)
-UPDATE_FIELDS = (
-    "status",
-    "priority",
-    "category",
-    "plan",
-    "custom_fields",
-    "title",
-    "description",
-    "project",
-)
 
 
 def issue_id(raw: str) -> int | None:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from events.log import EventLog, LogCorrupt
 from events.model import Event
-from hydraissue.evolve import SequenceGap, fold
 from hydraissue.model import Issue
 from projections.files import ProjectionFiles
 from projections.rows import IndexRow, row_for
+from projections.store import fold_log
 
 Progress = Callable[[int, int], None]
 
@@ -56,9 +56,8 @@ def _fold_all(
                 if fixed.kept_size == 0:
                     continue
         try:
-            events = log.read(issue_id)
-            issue = fold(events)
-        except (LogCorrupt, SequenceGap) as exc:
+            events, issue = fold_log(log, issue_id)
+        except LogCorrupt as exc:
             problems.append(str(exc))
             continue
         if issue is None or not events:

@@ -43,6 +43,15 @@ class StartupReport:
     index_missing: bool = False
 
 
+def fold_log(event_log: EventLog, issue_id: int) -> tuple[list[Event], Issue | None]:
+    """One issue's events and the state they fold to; a sequence gap is a damaged log."""
+    events = event_log.read(issue_id)
+    try:
+        return events, fold(events)
+    except SequenceGap as exc:
+        raise LogCorrupt(f"events/{issue_id}.yaml: {exc}") from exc
+
+
 class IssueProjection:
     def __init__(self, data_dir: Path, event_log: EventLog) -> None:
         self.log = event_log
@@ -101,15 +110,8 @@ class IssueProjection:
             self._mark_index()
         return report
 
-    def _fold_log(self, issue_id: int) -> tuple[list[Event], Issue | None]:
-        events = self.log.read(issue_id)
-        try:
-            return events, fold(events)
-        except SequenceGap as exc:
-            raise LogCorrupt(f"events/{issue_id}.yaml: {exc}") from exc
-
     def _replay_one(self, issue_id: int) -> IndexRow:
-        events, issue = self._fold_log(issue_id)
+        events, issue = fold_log(self.log, issue_id)
         if issue is None:
             raise ValueError(f"events/{issue_id}.yaml holds no events")
         size = self.log.path(issue_id).stat().st_size
@@ -141,7 +143,7 @@ class IssueProjection:
         issue = self.files.read_issue(issue_id)
         if issue is None or issue.seq != row.seq:
             # Missing or behind its log (e.g. a crash between commit and flush).
-            _, folded = self._fold_log(issue_id)
+            _, folded = fold_log(self.log, issue_id)
             if folded is None:
                 return None
             issue = folded
