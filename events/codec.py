@@ -20,6 +20,10 @@ import yaml
 
 # Outside PyYAML's printable set, or a line break to YAML but not to JSON.
 _YAML_HOSTILE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
+# The same characters in UTF-8, to test a whole encoded block at once.
+YAML_HOSTILE_UTF8 = re.compile(
+    b"\x7f|\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9]|\xef\xbb\xbf|\xef\xbf[\xbe\xbf]"
+)
 
 
 def _escape(match: re.Match[str]) -> str:

@@ -1,16 +1,20 @@
 """Events as stored: one frozen record per mutation of one issue.
 
 The event is the unit of truth; everything else in the data dir is derived from
-these records, so their shape is versioned (``v``) and old versions are upcast on
-read rather than rewritten on disk.
+these records, so their shape is versioned (``v``). Old versions are upcast on read
+rather than rewritten on disk; a version newer than this build is kept as it is (its
+readers skip what they do not understand), never refused, so a downgrade cannot make
+a log unreadable.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 ActorKind = Literal["api", "admin", "public", "system"]
+ACTOR_KINDS: tuple[ActorKind, ...] = ("api", "admin", "public", "system")
 
 CURRENT_VERSION = 1
 
@@ -28,7 +32,7 @@ EVENT_TYPES = (
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who caused an event: the channel (api/admin/public) and a name where known."""
+    """Who caused an event: the channel (api/admin/public/system) and a name where known."""
 
     kind: ActorKind
     name: str | None = None
@@ -38,8 +42,21 @@ class Actor:
 
 
 @dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event as decided, before the store gives it a sequence, a position and a time."""
+
+    type: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
-    """One stored event. ``seq`` counts per issue from 1; ``pos`` is global and increasing."""
+    """One committed event.
+
+    ``seq`` counts per issue from 1 without gaps; ``pos`` is the global position, handed
+    out in commit order (it may have gaps, never fill-ins); ``meta`` is what the store
+    committed with the event besides its data (an idempotency key), or None.
+    """
 
     issue_id: int
     seq: int
@@ -49,42 +66,71 @@ class Event:
     actor: Actor
     data: dict[str, Any] = field(default_factory=dict)
     v: int = CURRENT_VERSION
+    meta: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The stored (and audit) shape; ``meta`` only when there is some."""
+        out: dict[str, Any] = {
             "issue_id": self.issue_id,
             "seq": self.seq,
             "pos": self.pos,
             "type": self.type,
             "at": self.at,
-            "actor": self.actor.to_dict(),
+            "actor": {"kind": self.actor.kind, "name": self.actor.name},
+            "data": self.data,
+            "v": self.v,
+        }
+        if self.meta:
+            out["meta"] = self.meta
+        return out
+
+    def public_dict(self) -> dict[str, Any]:
+        """What clients see: no ``meta`` (it holds other clients' idempotency keys)."""
+        return {
+            "pos": self.pos,
+            "issue_id": self.issue_id,
+            "seq": self.seq,
+            "type": self.type,
+            "at": self.at,
+            "actor": {"kind": self.actor.kind, "name": self.actor.name},
             "data": self.data,
             "v": self.v,
         }
 
     @staticmethod
-    def from_dict(raw: dict[str, Any]) -> Event:
+    def from_dict(raw: Mapping[str, Any]) -> Event:
+        """Raises ValueError, KeyError or TypeError on a record that is not an event."""
         raw = upcast(raw)
         actor = raw.get("actor") or {}
+        if not isinstance(actor, Mapping):
+            raise TypeError("actor must be a mapping")
+        kind = actor.get("kind", "system")
+        data = raw.get("data") or {}
+        meta = raw.get("meta") or None
+        if not isinstance(data, Mapping) or not (meta is None or isinstance(meta, Mapping)):
+            raise TypeError("data and meta must be mappings")
+        name = actor.get("name")
         return Event(
             issue_id=int(raw["issue_id"]),
             seq=int(raw["seq"]),
             pos=int(raw["pos"]),
             type=str(raw["type"]),
             at=str(raw["at"]),
-            actor=Actor(kind=actor.get("kind", "system"), name=actor.get("name")),
-            data=dict(raw.get("data") or {}),
+            actor=Actor(
+                kind=kind if kind in ACTOR_KINDS else "system",
+                name=None if name is None else str(name),
+            ),
+            data=dict(data),
             v=int(raw.get("v", CURRENT_VERSION)),
+            meta=dict(meta) if meta else None,
         )
 
 
-def upcast(raw: dict[str, Any]) -> dict[str, Any]:
+def upcast(raw: Mapping[str, Any]) -> Mapping[str, Any]:
     """Bring an event written by an older version up to CURRENT_VERSION.
 
-    Version 1 is the first; this is the one place later shape changes are handled,
-    so the log never needs rewriting.
+    Version 1 is the first, so there is nothing to lift yet; this is the one place
+    later shape changes are handled, so the log never needs rewriting. A newer version
+    passes through unchanged: ``evolve`` keeps its sequence and skips its meaning.
     """
-    version = int(raw.get("v", CURRENT_VERSION))
-    if version > CURRENT_VERSION:
-        raise ValueError(f"event version {version} is newer than this build understands")
     return raw

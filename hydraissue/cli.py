@@ -7,6 +7,7 @@ and exits non-zero; tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 import logging
 import sys
@@ -142,15 +143,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
     lock = _locked(config)
     try:
         started = time.monotonic()
-        result = replay(config.data_path, _progress("replay"))
+        result = asyncio.run(replay(config.data_path, _progress("replay")))
     finally:
         lock.release()
     for line in result.repairs:
         print(f"repaired: {line}")
+    for line in result.notes:
+        print(f"note: {line}")
     print(
         f"replayed {plural(result.events, 'event')} into {plural(result.issues, 'issue')} "
         f"({result.deleted} deleted) in {time.monotonic() - started:.2f}s"
     )
+    if result.damaged:
+        left_out = plural(len(result.damaged), "damaged log")
+        print(f"{left_out} left out (those issues stay unavailable):")
+        for reason in result.damaged.values():
+            print(f"  - {reason}")
+        print("restore those files from a backup (docs/runbook.md), then replay again")
+        return 1
     return 0
 
 
@@ -160,7 +170,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     config = _config(args, tokens=False)
     lock = _locked(config)
     try:
-        problems = verify(config.data_path, _progress("verify"))
+        problems = asyncio.run(verify(config.data_path, _progress("verify")))
     finally:
         lock.release()
     if problems:
@@ -176,23 +186,39 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _attached(data_dir: Path) -> tuple[dict[int, set[str]], set[int]]:
+    """File names each live issue's events record, and the ids whose logs are damaged."""
+    from events.filestore import FileEventStore
+    from projections.rebuild import fold_all
+
+    store = FileEventStore(data_dir, read_only=True)
+    await store.open()
+    try:
+        folded, damaged = await fold_all(store)
+    finally:
+        await store.close()
+    attached = {
+        issue_id: {a.filename for a in item.issue.attachments}
+        for issue_id, item in folded.items()
+        if not item.issue.deleted
+    }
+    return attached, set(damaged)
+
+
 def cmd_gc_uploads(args: argparse.Namespace) -> int:
-    from events.log import EventLog
     from hydraissue.uploads import UploadStore
-    from projections.store import IssueProjection
 
     config = _config(args, tokens=False)
     lock = _locked(config)
     try:
-        projection = IssueProjection(config.data_path, EventLog(config.data_path))
-        projection.load()
-        attached: dict[int, set[str]] = {}
-        for row in projection.rows.values():
-            issue = projection.issue(row.id)
-            if issue is not None:
-                attached[issue.id] = {a.filename for a in issue.attachments}
+        attached, damaged = asyncio.run(_attached(config.data_path))
         uploads = UploadStore(config.data_path)
-        orphans = uploads.orphans(attached)
+        # A damaged log's files are kept: that issue may be restored from a backup.
+        orphans = [
+            path
+            for path in uploads.orphans(attached)
+            if not _belongs_to(path, damaged, uploads.root)
+        ]
         uploads.remove(orphans)
     finally:
         lock.release()
@@ -200,6 +226,11 @@ def cmd_gc_uploads(args: argparse.Namespace) -> int:
         print(f"removed {path}")
     print(f"gc-uploads: removed {len(orphans)} upload folder(s) or file(s) that belong to no issue")
     return 0
+
+
+def _belongs_to(path: Path, ids: set[int], root: Path) -> bool:
+    parts = path.relative_to(root).parts
+    return bool(parts) and parts[0].isdigit() and int(parts[0]) in ids
 
 
 COMMANDS = {
@@ -224,13 +255,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:
-        from events.log import LogCorrupt
-
-        if isinstance(exc, LogCorrupt):
-            print(f"hydraissue: {exc}; run `hydraissue verify` for the full list", file=sys.stderr)
-            return 1
-        raise
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(
+            f"hydraissue: cannot use the data dir: {exc.strerror}{where}; "
+            "check that it is a directory you can write",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

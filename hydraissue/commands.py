@@ -1,13 +1,45 @@
-"""Commands: what a caller asks the service to do, already parsed and typed."""
+"""Commands: what a caller asks the service to do, already parsed and typed.
+
+``Actor`` (who asks) is part of the domain's vocabulary; it is defined with the event
+record it ends up in.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from events.model import Actor
+
+__all__ = [
+    "CREATE_FIELDS",
+    "UPDATE_FIELDS",
+    "Actor",
+    "AddAttachment",
+    "AddComment",
+    "Command",
+    "CreateIssue",
+    "DeleteIssue",
+    "RecordNimAction",
+    "StoredFile",
+    "UpdateIssue",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """A file already in the issue's upload folder, to be recorded with the issue."""
+
+    name: str
+    filename: str
+    size: int
+    content_type: str
+
 
 @dataclass(frozen=True, slots=True)
 class CreateIssue:
+    """A new issue; a report's files come with it, so issue and files are one commit."""
+
     title: str
     description: str = ""
     project: str | None = None
@@ -15,6 +47,7 @@ class CreateIssue:
     priority: str | None = None
     reporter: str | None = None
     custom_fields: dict[str, Any] = field(default_factory=dict)
+    attachments: tuple[StoredFile, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +91,7 @@ class AddAttachment:
 Command = CreateIssue | UpdateIssue | DeleteIssue | AddComment | RecordNimAction | AddAttachment
 
 # The fields a create carries (the API body and the issue.created data alike).
-CREATE_FIELDS = tuple(f.name for f in fields(CreateIssue))
+CREATE_FIELDS = tuple(f.name for f in fields(CreateIssue) if f.name != "attachments")
 # The fields an update may set: the PATCH body, and all that evolve applies.
 UPDATE_FIELDS = (
     "status",

@@ -6,12 +6,12 @@ by property tests without a server.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 
 import orjson
 
-from events.model import Actor, Event
+from events.model import NewEvent
 from hydraissue.commands import (
     CREATE_FIELDS,
     AddAttachment,
@@ -20,44 +20,15 @@ from hydraissue.commands import (
     CreateIssue,
     DeleteIssue,
     RecordNimAction,
+    StoredFile,
     UpdateIssue,
 )
 from hydraissue.errors import Conflict, NotFound, PreconditionFailed
 from hydraissue.model import TERMINAL_STATUSES, Issue, display_key
 
+__all__ = ["NewEvent", "decide", "etag_matches", "transition_allowed"]
+
 ATTACHMENT_FIELDS = tuple(f.name for f in fields(AddAttachment) if f.name != "issue_id")
-
-
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    """An event before the service stamps it with seq, position, time and actor."""
-
-    type: str
-    data: dict[str, Any]
-
-
-def stamp(
-    state: Issue | None,
-    issue_id: int,
-    decided: list[NewEvent],
-    first_pos: int,
-    at: str,
-    actor: Actor,
-) -> list[Event]:
-    """Turn decided events into stored ones: seq after the state's, positions from first_pos."""
-    seq = state.seq if state else 0
-    return [
-        Event(
-            issue_id=issue_id,
-            seq=seq + offset,
-            pos=first_pos + offset - 1,
-            type=new.type,
-            at=at,
-            actor=actor,
-            data=new.data,
-        )
-        for offset, new in enumerate(decided, start=1)
-    ]
 
 
 def transition_allowed(current: str, requested: str) -> bool:
@@ -76,7 +47,8 @@ def etag_matches(header: str, etag: str, *, weak: bool) -> bool:
 def decide(state: Issue | None, command: Command) -> list[NewEvent]:
     if isinstance(command, CreateIssue):
         data = {name: getattr(command, name) for name in CREATE_FIELDS}
-        return [NewEvent("issue.created", data)]
+        created = [NewEvent("issue.created", data)]
+        return created + [_attachment(file) for file in command.attachments]
     issue = _existing(state, command.issue_id)
     match command:
         case UpdateIssue():
@@ -85,15 +57,20 @@ def decide(state: Issue | None, command: Command) -> list[NewEvent]:
             _check_etag(command.if_match, issue)
             return [NewEvent("issue.deleted", {})]
         case AddComment():
-            return [NewEvent("comment.added", {"author": command.author, "text": command.text})]
+            # The comment's id is decided here, so the event says which comment it made.
+            data = {"id": len(issue.comments) + 1, "author": command.author, "text": command.text}
+            return [NewEvent("comment.added", data)]
         case RecordNimAction():
             return [
                 NewEvent("nim_action.recorded", {"name": command.name, "action": command.action})
             ]
         case AddAttachment():
-            data = {name: getattr(command, name) for name in ATTACHMENT_FIELDS}
-            return [NewEvent("attachment.added", data)]
+            return [_attachment(command)]
     raise TypeError(f"unknown command {command!r}")  # pragma: no cover
+
+
+def _attachment(file: AddAttachment | StoredFile) -> NewEvent:
+    return NewEvent("attachment.added", {name: getattr(file, name) for name in ATTACHMENT_FIELDS})
 
 
 def _existing(state: Issue | None, issue_id: int) -> Issue:

@@ -56,3 +56,15 @@ class TooManyRequests(DomainError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message, {"retry_after": retry_after})
         self.retry_after = retry_after
+
+
+class IssueUnavailable(DomainError):
+    """The issue's event log is damaged: only this issue is out of service."""
+
+    status = 503
+
+
+class KeyReused(DomainError):
+    """An Idempotency-Key sent again with a different request."""
+
+    status = 422

@@ -5,6 +5,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+# The domain speaks of an issue's events too; the record itself is defined with the store.
+from events.model import EVENT_TYPES, Event
+
+__all__ = [
+    "CATEGORIES",
+    "DEFAULT_CATEGORY",
+    "EVENT_TYPES",
+    "PRIORITIES",
+    "STAGES",
+    "STATUSES",
+    "STATUS_ALIASES",
+    "TERMINAL_STATUSES",
+    "Attachment",
+    "Comment",
+    "Event",
+    "Issue",
+    "NimAction",
+    "display_key",
+    "issue_from_dict",
+]
+
 STATUSES = (
     "open",
     "groomed",
@@ -64,11 +85,12 @@ class NimAction:
 
 @dataclass(frozen=True, slots=True)
 class Attachment:
+    """A file of the issue; where it is served from is the web layer's business."""
+
     name: str
     filename: str
     size: int
     content_type: str
-    url: str
     at: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,7 +99,6 @@ class Attachment:
             "filename": self.filename,
             "size": self.size,
             "content_type": self.content_type,
-            "url": self.url,
             "at": self.at,
         }
 
@@ -131,7 +152,10 @@ class Issue:
 
 
 def issue_from_dict(raw: dict[str, Any]) -> Issue:
-    """Inverse of ``Issue.to_dict`` plus the bookkeeping fields of an issue file."""
+    """Inverse of ``Issue.to_dict`` plus the bookkeeping fields of an issue file.
+
+    Keys it does not know (an attachment ``url`` written by an older build) are ignored.
+    """
     return Issue(
         id=int(raw["id"]),
         title=raw["title"],
@@ -146,8 +170,23 @@ def issue_from_dict(raw: dict[str, Any]) -> Issue:
         created_at=raw["created_at"],
         updated_at=raw["updated_at"],
         seq=int(raw["seq"]),
-        comments=tuple(Comment(**c) for c in raw.get("comments") or ()),
-        nim_actions=tuple(NimAction(**a) for a in raw.get("nim_actions") or ()),
-        attachments=tuple(Attachment(**a) for a in raw.get("attachments") or ()),
+        comments=tuple(
+            Comment(id=c["id"], author=c["author"], text=c["text"], created_at=c["created_at"])
+            for c in raw.get("comments") or ()
+        ),
+        nim_actions=tuple(
+            NimAction(name=a["name"], action=a["action"], at=a["at"])
+            for a in raw.get("nim_actions") or ()
+        ),
+        attachments=tuple(
+            Attachment(
+                name=a["name"],
+                filename=a["filename"],
+                size=int(a["size"]),
+                content_type=a["content_type"],
+                at=a["at"],
+            )
+            for a in raw.get("attachments") or ()
+        ),
         deleted=bool(raw.get("deleted", False)),
     )

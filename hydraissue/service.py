@@ -1,7 +1,14 @@
-"""The one write path: lock the issue, decide, append + fsync, project, respond.
+"""The application service: the one write path, start-up, shutdown, and the queries
+the web layer asks. This is the composition root of the storage side.
 
-``decide`` runs on the event loop (pure and fast); the append and its fsync run in
-one worker-thread call, so the loop keeps serving reads while the disk syncs.
+Write path: under the issue's lock, take its state from the read model, ``decide``,
+then ``store.append`` (the commit: durable, positioned in commit order, applied to the
+read model before it returns). Idempotent requests carry their key into the event's
+``meta``, so a retry, even after a crash, finds the first result and appends nothing.
+
+Start-up: the store opens (repairing torn tails), the read model starts from the index
+snapshot, and only the issues changed after the snapshot's checkpoint are folded from
+their logs; then the background subscribers resume from their checkpoints.
 """
 
 from __future__ import annotations
@@ -12,213 +19,463 @@ import logging
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from events import store as store_errors
+from events.clock import utc_now
 from events.dispatcher import Dispatcher
-from events.log import EventLog
+from events.filestore import FileEventStore
 from events.model import Actor, Event
-from hydraissue.clock import utc_now
-from hydraissue.commands import AddAttachment, Command, CreateIssue
-from hydraissue.decide import decide, stamp
-from hydraissue.errors import NotFound, StorageUnavailable
-from hydraissue.evolve import fold
+from events.store import Append
+from hydraissue.commands import CREATE_FIELDS, AddAttachment, Command, CreateIssue
+from hydraissue.decide import decide
+from hydraissue.errors import (
+    Conflict,
+    IssueUnavailable,
+    KeyReused,
+    NotFound,
+    StorageUnavailable,
+)
+from hydraissue.feed import LiveFeed
 from hydraissue.model import Issue, display_key
 from hydraissue.uploads import Received, UploadStore
-from projections.flusher import Flusher
-from projections.store import IssueProjection, StartupReport
+from projections.files import ProjectionFiles
+from projections.keys import KeyRecord, key_meta
+from projections.query import ListQuery
+from projections.readmodel import IssueReadModel
+from projections.rebuild import fold_events
+from projections.writer import NAME as FILES_SUBSCRIBER
+from projections.writer import ProjectionWriter
 
 log = logging.getLogger("hydraissue.service")
-APPEND_THREADS = 16
-PREALLOCATE = 256  # empty event logs kept ready ahead of the next id
 WARM_CHUNK = 256  # issues loaded per slice of the background warm-up
+CLEANUP_SUBSCRIBER = "uploads-cleanup"
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """An idempotent request: its scoped key and the fingerprint of what it asked."""
+
+    key: str
+    fingerprint: str
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    """What a command did: the issue afterwards, the committed events, and for a retried
+    idempotent request the record of the first result (and no new events)."""
+
     issue: Issue
     events: list[Event]
+    replayed: KeyRecord | None = None
+
+
+@dataclass(slots=True)
+class StartupReport:
+    issues: int = 0
+    events: int = 0
+    head: int = 0
+    caught_up: int = 0  # issues folded from their logs because they changed after the index
+    index_missing: bool = False
+    repairs: list[str] = field(default_factory=list)
+    damaged: dict[int, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 class IssueService:
     def __init__(self, data_dir: Path, *, clock: Callable[[], str] = utc_now) -> None:
         self.data_dir = data_dir
-        self.log = EventLog(data_dir)
-        self.projection = IssueProjection(data_dir, self.log)
-        self.clock = clock
+        self.store = FileEventStore(data_dir, clock=clock)
+        self.files = ProjectionFiles(data_dir)
+        self.read_model = IssueReadModel(loader=self.files.read_issue)
         self.uploads = UploadStore(data_dir)
-        self.dispatcher = Dispatcher()
-        self.dispatcher.subscribe("uploads-cleanup", self._remove_uploads_of_deleted)
+        self.feed = LiveFeed()
+        self.dispatcher = Dispatcher(self.store, data_dir / "subscribers")
+        self.writer: ProjectionWriter | None = None
+        self.startup = StartupReport()
         # Weak: a lock lives while some request holds or awaits it, not forever.
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._next_pos = 1
-        self._preallocating = False
-        self._flusher: Flusher | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        # Appends wait on fsync, not CPU: enough threads that concurrent writers each
-        # have one, apart from the default pool the flusher and file reads use.
-        self._appender = ThreadPoolExecutor(max_workers=APPEND_THREADS, thread_name_prefix="append")
+        self._warm_task: asyncio.Task[None] | None = None
+        self._started = False
+        self._index_absent = False
+
+    # -- start-up and shutdown -----------------------------------------------------
 
     async def start(self) -> StartupReport:
-        """Load the projections, then keep their files written and their issues warm."""
-        self.uploads.clear_incoming()  # halves of uploads cut off by a crash
         started = time.monotonic()
-        report = await asyncio.to_thread(self.load)
+        report = self.startup
+        await asyncio.to_thread(self.uploads.clear_incoming)  # halves cut off by a crash
+        opened = await self.store.open()
+        report.repairs, report.damaged, report.notes = opened.repairs, opened.damaged, opened.notes
+        removed = await asyncio.to_thread(self.files.prepare)
+        if removed:
+            report.notes.append(f"removed {len(removed)} temp file(s) left by a crash")
+        checkpoint = await self._load_snapshot(report)
+        orphans = await asyncio.to_thread(
+            self.uploads.remove_folders_without_issue, set(self.store.issue_ids())
+        )
+        if orphans:
+            report.notes.append(
+                f"removed {len(orphans)} upload folder(s) of reports that never committed"
+            )
+        self.store.listen(self.read_model.apply)
+        self.store.listen(self.feed.publish)
+        self.writer = ProjectionWriter(self.files, self.read_model, position=checkpoint)
+        if self._index_absent:
+            self.writer.snapshot_position = -1  # write one soon, even with no events yet
+        # Issue files cost a file system commit per batch: write them in few, large ones.
+        self.dispatcher.add(
+            FILES_SUBSCRIBER, self.writer.handle, initial=checkpoint, batch=4096, coalesce=0.2
+        )
+        self.dispatcher.add(CLEANUP_SUBSCRIBER, self._remove_uploads, initial=self.store.head)
+        self.dispatcher.start()
+        self.writer.position = self.dispatcher.subscribers[FILES_SUBSCRIBER].position
+        self.writer.start_timer()
+        self._warm_task = asyncio.create_task(self._warm(), name="warm-up")
+        self._started = True
+        report.issues = self.read_model.count()
+        report.events = opened.events
+        report.head = self.store.head
+        report.seconds = time.monotonic() - started
+        self._log_startup(report)
+        return report
+
+    async def _load_snapshot(self, report: StartupReport) -> int:
+        """Rows from the index, then fold every issue changed after its checkpoint."""
+        index = await asyncio.to_thread(self.files.read_index)
+        keys = await asyncio.to_thread(self.files.read_keys)
+        logged = set(self.store.issue_ids())
+        self._index_absent = index is None
+        if index is None:
+            report.index_missing = bool(logged)
+            checkpoint = 0
+            changed = logged
+        else:
+            checkpoint, rows = index
+            if keys is not None:
+                checkpoint = min(checkpoint, keys[0])
+            checkpoint = min(checkpoint, self.store.head)
+            self.read_model.load(rows, keys[1] if keys else (), checkpoint)
+            for issue_id in [i for i in self.read_model.rows if i not in logged]:
+                self.read_model.forget(issue_id)  # a row without a log: the log is the truth
+            changed = await self.store.changed_after(checkpoint)
+        for issue_id, reason in self.store.damaged.items():
+            self.read_model.mark_unavailable(issue_id, reason)
+        await self._fold_into_read_model(sorted(changed - self.store.damaged.keys()), checkpoint)
+        report.caught_up = len(changed)
+        self.read_model.position = self.store.head
+        return checkpoint
+
+    async def _fold_into_read_model(self, ids: Sequence[int], after: int) -> None:
+        for start in range(0, len(ids), 512):
+            for issue_id, result in await self.store.read_many(ids[start : start + 512]):
+                if isinstance(result, list):
+                    folded = fold_events(result, after)
+                    self.read_model.put(folded.issue)
+                    for record in folded.keys:
+                        self.read_model.remember(record)
+                else:
+                    self.read_model.mark_unavailable(issue_id, str(result))
+            await asyncio.sleep(0)
+
+    def _log_startup(self, report: StartupReport) -> None:
         log.info(
-            "loaded %d issues from %s in %.2fs (%d replayed from their logs%s)",
-            report.rows,
+            "loaded %d issues (%d events, position %d) from %s in %.2fs "
+            "(%d folded from their logs%s)",
+            report.issues,
+            report.events,
+            report.head,
             self.data_dir,
-            time.monotonic() - started,
-            len(report.replayed),
-            ", index was missing" if report.index_missing else "",
+            report.seconds,
+            report.caught_up,
+            ", the index was missing" if report.index_missing else "",
         )
         for repair in report.repairs:
             log.warning("repaired on start-up: %s", repair)
-        if report.dropped:
-            log.warning(
-                "dropped index rows of issues without an event log (the log is the truth): %s",
-                ", ".join(map(str, report.dropped)),
+        for note in report.notes:
+            log.info("start-up: %s", note)
+        for issue_id, reason in sorted(report.damaged.items()):
+            log.error(
+                "%s is unavailable: %s (every other issue is served; see `hydraissue verify`)",
+                display_key(issue_id),
+                reason,
             )
-        self._flusher = Flusher(self.projection)
-        self._tasks = [asyncio.create_task(self._flusher.run()), asyncio.create_task(self._warm())]
-        if self.projection.index_dirty or self.projection.dirty_issues:
-            self.projection.on_dirty()
-        return report
 
     async def stop(self) -> None:
-        """Finish background work, write every dirty projection file, release threads."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
+        """Commit what is queued, let subscribers catch up, write the snapshots."""
+        if self._warm_task is not None:
+            self._warm_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._flusher is not None:
-            await self._flusher.flush(index=True)
-        self.close()
-
-    def close(self) -> None:
-        """Release the append threads (for callers that never started the service)."""
-        self._appender.shutdown(wait=True)
+                await self._warm_task
+        self.feed.close_all()
+        await self.store.close()
+        if self._started:
+            await self.dispatcher.stop()
+            if self.writer is not None:
+                await self.writer.close()
 
     async def _warm(self) -> None:
         """Load every full issue in small slices, yielding to requests between them."""
-        pending = self.projection.unloaded()
+        pending = self.read_model.unloaded()
         started = time.monotonic()
         for start in range(0, len(pending), WARM_CHUNK):
-            self.projection.warm(pending[start : start + WARM_CHUNK])
+            self.read_model.warm(pending[start : start + WARM_CHUNK])
             await asyncio.sleep(0)
-        if pending:
-            log.info("warmed %d issues in %.2fs", len(pending), time.monotonic() - started)
+        await self._fold_pending()
+        log.info("warmed %d issues in %.2fs", len(pending), time.monotonic() - started)
 
-    def load(self) -> StartupReport:
-        report = self.projection.load()
-        self._next_pos = self.projection.checkpoint + 1
-        # Ids below next_id are issues already (durable logs) or were never acknowledged.
-        self.log.ready_below = self.projection.next_id
-        self.log.preallocate(self.projection.next_id, PREALLOCATE)
-        return report
+    async def _fold_pending(self) -> None:
+        """Issues whose file did not match their row: fold them from their logs, and
+        have their files rewritten (a file edited or damaged by hand)."""
+        repaired: list[int] = []
+        for issue_id in sorted(self.read_model.needs_fold):
+            async with self._lock(issue_id):
+                if await self._ensure_state(issue_id) is not None:
+                    repaired.append(issue_id)
+        if repaired and self.writer is not None:
+            log.warning(
+                "issue file(s) %s did not match their logs; rewritten from the logs",
+                ", ".join(f"issues/{i}.yaml" for i in repaired),
+            )
+            await self.writer.rewrite(repaired)
 
-    def _keep_logs_ahead(self) -> None:
-        """Preallocate the next batch of logs in the background before creates need them.
+    async def idle(self, timeout: float = 30.0) -> None:
+        """Wait until background work is done: the warm-up, and every subscriber has
+        handled everything committed so far (a seam for tests and tools)."""
+        if self._warm_task is not None:
+            await asyncio.wait_for(asyncio.shield(self._warm_task), timeout)
+        await self.dispatcher.idle(timeout)
 
-        Always from ``ready_below``, so the covered range has no holes even when creates
-        outran the last batch: an id below ``ready_below`` must have a durable name.
-        """
-        target = self.projection.next_id + PREALLOCATE
-        if self._preallocating or target - PREALLOCATE // 2 < self.log.ready_below:
-            return
-        self._preallocating = True
-        start = self.log.ready_below
-        future = asyncio.get_running_loop().run_in_executor(
-            None, self.log.preallocate, start, target - start
+    # -- reads ---------------------------------------------------------------------
+
+    def _unavailable(self, issue_id: int) -> IssueUnavailable:
+        return IssueUnavailable(
+            f"{display_key(issue_id)} is unavailable: its event log is damaged; every other "
+            "issue works (`hydraissue verify` lists the problem)",
+            {"id": issue_id, "reason": self.read_model.unavailable.get(issue_id)},
         )
 
-        def done(finished: asyncio.Future[None]) -> None:
-            self._preallocating = False
-            if finished.cancelled():
-                return
-            if finished.exception() is not None:
-                log.error("preallocating event logs failed: %s", finished.exception())
-                return
-            with contextlib.suppress(RuntimeError):  # the loop may be shutting down
-                self._keep_logs_ahead()  # creates may have outrun this batch: catch up now
+    def issue(self, issue_id: int) -> Issue | None:
+        """The live issue from memory, None if there is none; 503 for a damaged one."""
+        if issue_id in self.read_model.unavailable:
+            raise self._unavailable(issue_id)
+        return self.read_model.issue(issue_id)
 
-        future.add_done_callback(done)
+    async def get(self, issue_id: int) -> Issue:
+        """The live issue, folding it from its log if memory could not load it."""
+        issue = self.issue(issue_id)
+        if issue is None and issue_id in self.read_model.needs_fold:
+            async with self._lock(issue_id):
+                issue = await self._ensure_state(issue_id)
+        if issue is None or issue.deleted:
+            raise NotFound(f"{display_key(issue_id)} does not exist", {"id": issue_id})
+        return issue
 
-    async def handle(self, command: Command, actor: Actor) -> Outcome:
-        if isinstance(command, CreateIssue):
-            issue_id = self.projection.next_id
-            self.projection.next_id += 1  # reserved now: ids are never reused
-            self._keep_logs_ahead()
-        else:
-            issue_id = command.issue_id
+    def query(self, query: ListQuery) -> tuple[int, list[Issue]]:
+        total, ids = self.read_model.query(query)
+        page = [issue for issue in map(self.read_model.issue, ids) if issue is not None]
+        return total, page
+
+    def key(self, key: str) -> KeyRecord | None:
+        return self.read_model.key(key)
+
+    async def history(self, issue_id: int) -> list[Event]:
+        """The audit query: every committed event of a live issue, oldest first."""
+        await self.get(issue_id)
+        return await self.store.read_issue(issue_id)
+
+    async def events_after(self, position: int, limit: int) -> list[Event]:
+        return await self.store.read_after(position, limit)
+
+    @property
+    def head(self) -> int:
+        return self.store.head
+
+    def health(self) -> tuple[str, dict[str, Any]]:
+        """("ok" | "degraded", details for the health check's ``extra``)."""
+        problems: list[str] = []
+        if self.read_model.unavailable:
+            problems.append(f"{len(self.read_model.unavailable)} issue(s) unavailable")
+        if self.store.failure:
+            problems.append(self.store.failure)
+        subscribers = self.dispatcher.status()
+        failing = [name for name, s in subscribers.items() if s["failures"]]
+        if failing:
+            problems.append(f"subscriber(s) failing: {', '.join(failing)}")
+        extra: dict[str, Any] = {
+            "issues": self.read_model.count(),
+            "position": self.store.head,
+            "subscribers": subscribers,
+        }
+        if self.read_model.unavailable:
+            extra["unavailable"] = {
+                display_key(i): reason for i, reason in sorted(self.read_model.unavailable.items())
+            }
+        if problems:
+            extra["problems"] = problems
+        return ("degraded" if problems else "ok"), extra
+
+    # -- writes --------------------------------------------------------------------
+
+    def _lock(self, issue_id: int) -> asyncio.Lock:
         lock = self._locks.get(issue_id)
         if lock is None:
             lock = self._locks[issue_id] = asyncio.Lock()
-        async with lock:
-            state = None if isinstance(command, CreateIssue) else self.projection.issue(issue_id)
-            decided = decide(state, command)
-            if not decided:
-                assert state is not None  # only updates that change nothing decide nothing
-                return Outcome(state, [])
-            events = stamp(state, issue_id, decided, self._next_pos, self.clock(), actor)
-            self._next_pos += len(events)
-            loop = asyncio.get_running_loop()
+        return lock
+
+    async def _ensure_state(self, issue_id: int) -> Issue | None:
+        """The issue's state for a decision (caller holds its lock); folds if needed."""
+        if issue_id in self.read_model.unavailable:
+            raise self._unavailable(issue_id)
+        state = self.read_model.issue(issue_id)
+        if state is None and issue_id in self.read_model.needs_fold:
             try:
-                size = await loop.run_in_executor(self._appender, self.log.append, events)
-            except OSError as exc:  # nothing was committed; the log is as it was
-                log.error("appending to events/%s.yaml failed: %s", issue_id, exc)
-                raise StorageUnavailable(
-                    "the event log could not be written; nothing was saved, retry later",
-                    {"reason": exc.strerror},
-                ) from exc
-            issue = fold(events, state)
-            assert issue is not None
-            self.projection.apply(events, issue, size)
-        await self.dispatcher.publish(events)
+                events = await self.store.read_issue(issue_id)
+            except store_errors.IssueUnavailable as exc:
+                self.read_model.mark_unavailable(issue_id, exc.reason)
+                raise self._unavailable(issue_id) from exc
+            except store_errors.UnknownIssue:
+                self.read_model.forget(issue_id)
+                return None
+            self.read_model.put(fold_events(events).issue)
+            state = self.read_model.issue(issue_id)
+        return state
+
+    def _replayed(self, idem: Idempotency | None) -> KeyRecord | None:
+        if idem is None:
+            return None
+        record = self.read_model.key(idem.key)
+        if record is not None and record.fingerprint != idem.fingerprint:
+            raise KeyReused(
+                "Idempotency-Key was already used with a different request; use a new key",
+                {"key": idem.key.partition(":")[2]},
+            )
+        return record
+
+    def _replay_outcome(self, record: KeyRecord) -> Outcome:
+        issue = self.read_model.loaded(record.issue_id) or self.read_model.issue(record.issue_id)
+        if issue is None or issue.deleted:
+            raise NotFound(
+                f"{display_key(record.issue_id)} does not exist any more",
+                {"id": record.issue_id},
+            )
+        return Outcome(issue, [], replayed=record)
+
+    async def _commit(self, append: Append) -> list[Event]:
+        try:
+            return await self.store.append(append)
+        except store_errors.StorageFailed as exc:
+            raise StorageUnavailable(str(exc), {"reason": exc.reason}) from exc
+        except store_errors.IssueUnavailable as exc:
+            self.read_model.mark_unavailable(exc.issue_id, exc.reason)
+            raise self._unavailable(exc.issue_id) from exc
+        except store_errors.UnknownIssue as exc:
+            raise NotFound(
+                f"{display_key(exc.issue_id)} does not exist", {"id": exc.issue_id}
+            ) from exc
+        except store_errors.SequenceConflict as exc:
+            raise Conflict(
+                f"{display_key(exc.issue_id)} changed meanwhile; fetch it again and retry",
+                {"expected_seq": exc.expected, "seq": exc.actual},
+            ) from exc
+
+    def _outcome(self, issue_id: int, events: list[Event]) -> Outcome:
+        issue = self.read_model.loaded(issue_id)
+        assert issue is not None  # applied by the commit listener before append returned
         return Outcome(issue, events)
 
-    async def attach(self, issue_id: int, received: Received, actor: Actor) -> Outcome:
-        """Move a received file into place, then record it with an event."""
-        if self.projection.issue(issue_id) is None:
-            self.uploads.discard([received])
-            raise NotFound(f"{display_key(issue_id)} does not exist", {"id": issue_id})
-        filename = await asyncio.to_thread(self.uploads.commit, issue_id, received)
-        command = AddAttachment(
-            issue_id=issue_id,
-            name=received.name,
-            filename=filename,
-            size=received.size,
-            content_type=received.content_type,
-        )
-        try:
-            return await self.handle(command, actor)
-        except BaseException:
-            # Not recorded, so not the issue's: a file no event names must not linger.
-            await asyncio.to_thread(self.uploads.remove_file, issue_id, filename)
-            raise
+    async def handle(
+        self, command: Command, actor: Actor, idem: Idempotency | None = None
+    ) -> Outcome:
+        if isinstance(command, CreateIssue):
+            record = self._replayed(idem)
+            if record is not None:
+                return self._replay_outcome(record)
+            events = await self._commit(Append(None, 0, decide(None, command), actor, _meta(idem)))
+            return self._outcome(events[0].issue_id, events)
+        async with self._lock(command.issue_id):
+            return await self._handle_locked(command, actor, idem)
+
+    async def _handle_locked(
+        self, command: Command, actor: Actor, idem: Idempotency | None
+    ) -> Outcome:
+        record = self._replayed(idem)
+        if record is not None:
+            return self._replay_outcome(record)
+        issue_id = getattr(command, "issue_id")  # noqa: B009 - every non-create command has one
+        state = await self._ensure_state(issue_id)
+        decided = decide(state, command)
+        if not decided:
+            assert state is not None  # only updates that change nothing decide nothing
+            return Outcome(state, [])
+        assert state is not None
+        events = await self._commit(Append(issue_id, state.seq, decided, actor, _meta(idem)))
+        return self._outcome(issue_id, events)
+
+    async def attach(
+        self, issue_id: int, received: Received, actor: Actor, idem: Idempotency | None = None
+    ) -> Outcome:
+        """Place a received file in the issue's folder, then record it (one commit)."""
+        async with self._lock(issue_id):
+            try:
+                record = self._replayed(idem)
+                if record is not None:
+                    return self._replay_outcome(record)
+                state = await self._ensure_state(issue_id)
+                if state is None or state.deleted:
+                    raise NotFound(f"{display_key(issue_id)} does not exist", {"id": issue_id})
+                placed = await asyncio.to_thread(self.uploads.place, issue_id, [received])
+            finally:
+                self.uploads.discard([received])  # gone already once placed
+            stored = placed[0]
+            command = AddAttachment(
+                issue_id, stored.name, stored.filename, stored.size, stored.content_type
+            )
+            try:
+                return await self._handle_locked(command, actor, idem)
+            except BaseException:
+                # Not recorded, so not the issue's: a file no event names must not linger.
+                self.uploads.unplace(issue_id, [stored.filename], remove_folder=False)
+                raise
 
     async def create_with_attachments(
-        self, command: CreateIssue, files: Sequence[Received], actor: Actor
-    ) -> Issue:
-        """A report: the issue, then each file; whatever fails, no temp file is left."""
+        self,
+        command: CreateIssue,
+        files: Sequence[Received],
+        actor: Actor,
+        idem: Idempotency | None = None,
+    ) -> Outcome:
+        """A report: the issue and its files in one commit, so after a crash the issue
+        exists with all its files or not at all."""
         try:
-            issue = (await self.handle(command, actor)).issue
-            for received in files:
-                issue = (await self.attach(issue.id, received, actor)).issue
-            return issue
+            record = self._replayed(idem)
+            if record is not None:
+                return self._replay_outcome(record)
+            if not files:
+                return await self.handle(command, actor, idem)
+            issue_id = self.store.reserve_id()
+            placed = await asyncio.to_thread(self.uploads.place, issue_id, files)
         finally:
             self.uploads.discard(files)  # only those not moved into place still exist
+        full = CreateIssue(
+            **{name: getattr(command, name) for name in CREATE_FIELDS}, attachments=tuple(placed)
+        )
+        try:
+            events = await self._commit(Append(issue_id, 0, decide(None, full), actor, _meta(idem)))
+        except BaseException:
+            self.uploads.unplace(issue_id, [p.filename for p in placed], remove_folder=True)
+            raise
+        return self._outcome(issue_id, events)
 
-    async def _remove_uploads_of_deleted(self, events: Sequence[Event]) -> None:
+    async def _remove_uploads(self, events: Sequence[Event]) -> None:
+        """Subscriber: a deleted issue's files go (idempotent: repeats are harmless)."""
         for event in events:
             if event.type == "issue.deleted":
                 await asyncio.to_thread(self.uploads.remove_issue, event.issue_id)
 
-    async def history(self, issue_id: int) -> list[Event] | None:
-        """The audit query: every committed event of a live issue, oldest first."""
-        if self.projection.issue(issue_id) is None:
-            return None
-        committed = self.projection.rows[issue_id].log_size
-        return await asyncio.to_thread(self.log.read, issue_id, committed)
+
+def _meta(idem: Idempotency | None) -> dict[str, Any] | None:
+    return key_meta(idem.key, idem.fingerprint) if idem is not None else None

@@ -8,6 +8,8 @@ decided here from the bytes, not from what the client claimed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import mimetypes
 import os
 import re
@@ -20,7 +22,8 @@ from pathlib import Path
 import aiofiles
 
 from events.fsio import fsync_dir
-from hydraissue.errors import TooLarge
+from hydraissue.commands import StoredFile
+from hydraissue.errors import StorageUnavailable, TooLarge
 
 SAFE_NAME = re.compile(r"^[a-f0-9]{16}(\.[a-z0-9]{1,10})?$")
 _EXT = re.compile(r"\.([A-Za-z0-9]{1,10})$")
@@ -65,6 +68,15 @@ class Received:
     name: str
     size: int
     content_type: str
+    sha256: str = ""  # of the bytes: part of an idempotent upload's fingerprint
+
+
+def refused(exc: OSError, what: str) -> StorageUnavailable:
+    """The disk refused a file write: the same 503 a refused event append gives."""
+    return StorageUnavailable(
+        f"{what} could not be written; nothing was saved, retry later",
+        {"reason": exc.strerror or str(exc)},
+    )
 
 
 def sniff(head: bytes, original_name: str) -> str:
@@ -154,6 +166,7 @@ class UploadStore:
         temp = self.incoming / f"{secrets.token_hex(12)}.part"
         size = 0
         head = b""
+        digest = hashlib.sha256()
         try:
             async with aiofiles.open(temp, "wb") as handle:
                 async for chunk in chunks:
@@ -161,36 +174,78 @@ class UploadStore:
                     budget.add(size, len(chunk))
                     if len(head) < 16:
                         head += chunk[: 16 - len(head)]
+                    digest.update(chunk)
                     await handle.write(chunk)
                 await handle.flush()
                 await asyncio.to_thread(os.fsync, handle.fileno())
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                temp.unlink(missing_ok=True)
+            raise refused(exc, "the file") from exc
         except BaseException:
-            temp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                temp.unlink(missing_ok=True)
             raise
         name = clean_original_name(original_name)
-        return Received(temp=temp, name=name, size=size, content_type=sniff(head, name))
+        return Received(
+            temp=temp,
+            name=name,
+            size=size,
+            content_type=sniff(head, name),
+            sha256=digest.hexdigest(),
+        )
 
     def discard(self, received: Iterable[Received]) -> None:
         for item in received:
-            item.temp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                item.temp.unlink(missing_ok=True)
 
-    def commit(self, issue_id: int, received: Received) -> str:
-        """Move a received file into the issue's folder under a generated name."""
+    def place(self, issue_id: int, files: Iterable[Received]) -> list[StoredFile]:
+        """Move received files into the issue's folder under generated names, durably,
+        before the event that records them commits. On failure nothing is left placed.
+        """
+        placed: list[StoredFile] = []
         folder = self.folder(issue_id)
-        created = not folder.exists()
-        folder.mkdir(parents=True, exist_ok=True)
-        if created:
-            fsync_dir(self.root)
-        filename = generated_name(received.name)
-        os.replace(received.temp, folder / filename)
-        fsync_dir(folder)
-        fsync_dir(self.incoming)
-        return filename
+        created = False
+        try:
+            if not folder.exists():
+                folder.mkdir(parents=True)
+                created = True
+                fsync_dir(self.root)
+            for received in files:
+                filename = generated_name(received.name)
+                os.replace(received.temp, folder / filename)
+                placed.append(
+                    StoredFile(received.name, filename, received.size, received.content_type)
+                )
+            fsync_dir(folder)
+            fsync_dir(self.incoming)
+        except OSError as exc:
+            self.unplace(issue_id, [p.filename for p in placed], remove_folder=created)
+            raise refused(exc, "the attachment") from exc
+        return placed
 
-    def remove_file(self, issue_id: int, filename: str) -> None:
-        path = self.path(issue_id, filename)
-        if path is not None:
-            path.unlink(missing_ok=True)
+    def unplace(self, issue_id: int, filenames: Iterable[str], *, remove_folder: bool) -> None:
+        """Remove placed files whose event did not commit (a file no event names)."""
+        for filename in filenames:
+            path = self.path(issue_id, filename)
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+        if remove_folder:
+            with contextlib.suppress(OSError):
+                self.folder(issue_id).rmdir()
+
+    def remove_folders_without_issue(self, known: set[int]) -> list[Path]:
+        """Folders of ids with no event log: a report whose commit a crash cut off."""
+        removed: list[Path] = []
+        for entry in sorted(self.root.iterdir()):
+            if entry.is_dir() and entry.name.isdigit() and int(entry.name) not in known:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+        if removed:
+            fsync_dir(self.root)
+        return removed
 
     def remove_issue(self, issue_id: int) -> bool:
         folder = self.folder(issue_id)

@@ -1,29 +1,44 @@
-"""On-disk projections: ``issues/{id}.yaml`` for people, ``issues.yaml`` as the index."""
+"""On-disk projections: ``issues/{id}.yaml`` for people, ``issues.yaml`` (the index) and
+``idempotency.yaml`` (keys of the last 24 h) as snapshots that make start-up fast.
+
+All three are derived from ``events/`` and replaced atomically; any of them can be
+deleted and is rebuilt (by the server at start-up, or by ``hydraissue replay``).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 
-from events.codec import dump_block_yaml, dump_item, load_block_yaml, load_items
-from events.fsio import fsync_dir, replace_atomically, replace_many
+from events.codec import YAML_HOSTILE_UTF8, dump_block_yaml, dump_item, load_block_yaml, load_items
+from events.fsio import FsyncMap, fsync_dir, remove_stale_temps, replace_atomically, replace_many
 from hydraissue.model import Issue, display_key, issue_from_dict
+from projections.keys import KeyRecord
 from projections.rows import IndexRow
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
+KEYS_FORMAT = 2
 _HEADER = re.compile(rb"^([a-z_]+): *(\d+)$")
+_ROWS_PER_CHUNK = 2048  # rows encoded per step, so a big index never holds the GIL long
 
 
 class ProjectionFiles:
     def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
         self.issues_dir = data_dir / "issues"
-        self.issues_dir.mkdir(parents=True, exist_ok=True)
         self.index_path = data_dir / "issues.yaml"
+        self.keys_path = data_dir / "idempotency.yaml"
+
+    def prepare(self) -> list[Path]:
+        """Create the folders; remove temp files a crash left (only safe at start-up)."""
+        self.issues_dir.mkdir(parents=True, exist_ok=True)
+        return remove_stale_temps(self.issues_dir) + remove_stale_temps(self.data_dir)
 
     def issue_path(self, issue_id: int) -> Path:
         return self.issues_dir / f"{issue_id}.yaml"
@@ -41,16 +56,18 @@ class ProjectionFiles:
         return header.encode() + dump_block_yaml(body)
 
     def read_issue(self, issue_id: int) -> Issue | None:
-        """The issue file, or None when it is missing or unreadable (then replay it)."""
+        """The issue file, or None when it is missing or unreadable (then fold the log)."""
         try:
             raw = load_block_yaml(self.issue_path(issue_id).read_bytes())
             return issue_from_dict(raw)
         except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError):
             return None
 
-    def write_issues(self, issues: Iterable[Issue], removed: Iterable[int] = ()) -> None:
-        """Replace many issue files with one filesystem sync (see fsio.replace_many)."""
-        replace_many([(self.issue_path(i.id), self.render_issue(i)) for i in issues])
+    def write_issues(
+        self, issues: Sequence[Issue], removed: Iterable[int] = (), fsyncs: FsyncMap | None = None
+    ) -> None:
+        """Replace many issue files (fsyncs spread over ``fsyncs``), remove others."""
+        replace_many([(self.issue_path(i.id), self.render_issue(i)) for i in issues], fsyncs=fsyncs)
         unlinked = False
         for issue_id in removed:
             with contextlib.suppress(FileNotFoundError):
@@ -59,40 +76,81 @@ class ProjectionFiles:
         if unlinked:
             fsync_dir(self.issues_dir)
 
-    # -- the index -----------------------------------------------------------------
+    # -- snapshots: the index and the keys -----------------------------------------
 
     @staticmethod
-    def render_index(rows: Iterable[IndexRow], checkpoint: int, next_id: int) -> bytes:
-        parts = [
-            b"# HydraIssue index: one summary row per issue (deleted ones too).\n",
-            b"# Derived from events/; rebuilt by `hydraissue replay`.\n",
-            f"format: {INDEX_FORMAT}\ncheckpoint: {checkpoint}\n".encode(),
-            f"next_id: {next_id}\nissues:\n".encode(),
-        ]
-        parts.extend(dump_item(row) for row in rows)  # orjson reads dataclasses
+    def render_rows(rows: Sequence[Any]) -> bytes:
+        """Flow-line items for many records, encoded in chunks (orjson reads dataclasses)."""
+        parts: list[bytes] = []
+        for start in range(0, len(rows), _ROWS_PER_CHUNK):
+            chunk = rows[start : start + _ROWS_PER_CHUNK]
+            raw = b"".join([b"- " + orjson.dumps(row) + b"\n" for row in chunk])
+            if YAML_HOSTILE_UTF8.search(raw):  # rare: escape those characters row by row
+                raw = b"".join(dump_item(row) for row in chunk)
+            parts.append(raw)
         return b"".join(parts)
 
-    def write_index(self, rows: Iterable[IndexRow], checkpoint: int, next_id: int) -> None:
-        replace_atomically(self.index_path, self.render_index(rows, checkpoint, next_id))
+    def render_index(self, rows: Sequence[IndexRow], checkpoint: int) -> bytes:
+        head = (
+            b"# HydraIssue index: one summary row per issue (deleted ones too).\n"
+            b"# Derived from events/; rebuilt by `hydraissue replay`.\n"
+            + f"format: {INDEX_FORMAT}\ncheckpoint: {checkpoint}\nissues:\n".encode()
+        )
+        return head + self.render_rows(rows)
 
-    def read_index(self) -> tuple[dict[str, int], list[IndexRow]] | None:
-        """Header numbers and rows, or None when there is no usable index."""
+    def render_keys(self, keys: Sequence[KeyRecord], checkpoint: int) -> bytes:
+        head = (
+            b"# HydraIssue idempotency keys of the last 24 hours. Each key is committed in\n"
+            b"# the meta of the event it produced; this is a snapshot for fast start-up.\n"
+            + f"format: {KEYS_FORMAT}\ncheckpoint: {checkpoint}\nkeys:\n".encode()
+        )
+        return head + self.render_rows([k.to_dict() for k in keys])
+
+    def write_snapshot(
+        self, rows: Sequence[IndexRow], keys: Sequence[KeyRecord], checkpoint: int
+    ) -> None:
+        """The keys first, then the index: start-up trusts the lower of the two checkpoints."""
+        replace_atomically(self.keys_path, self.render_keys(keys, checkpoint))
+        replace_atomically(self.index_path, self.render_index(rows, checkpoint))
+
+    @staticmethod
+    def _read_sectioned(path: Path, section: bytes, fmt: int) -> tuple[int, list[Any]] | None:
         try:
-            data = self.index_path.read_bytes()
+            data = path.read_bytes()
         except FileNotFoundError:
             return None
-        header: dict[str, int] = {}
-        body_at = data.find(b"\nissues:\n")
+        marker = b"\n" + section + b":\n"
+        body_at = data.find(marker)
         if body_at < 0:
             return None
+        header: dict[str, int] = {}
         for line in data[:body_at].splitlines():
             match = _HEADER.match(line)
             if match:
                 header[match.group(1).decode()] = int(match.group(2))
-        if header.get("format") != INDEX_FORMAT:
+        if header.get("format") != fmt or "checkpoint" not in header:
             return None
         try:
-            rows = [IndexRow.from_dict(item) for item in load_items(data[body_at + 9 :])]
-        except (ValueError, TypeError, KeyError):
+            items = load_items(data[body_at + len(marker) :])
+        except ValueError:
             return None
-        return header, rows
+        return header["checkpoint"], items
+
+    def read_index(self) -> tuple[int, list[IndexRow]] | None:
+        """The checkpoint and rows, or None when there is no usable index."""
+        loaded = self._read_sectioned(self.index_path, b"issues", INDEX_FORMAT)
+        if loaded is None:
+            return None
+        try:
+            return loaded[0], [IndexRow.from_dict(item) for item in loaded[1]]
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None
+
+    def read_keys(self) -> tuple[int, list[KeyRecord]] | None:
+        loaded = self._read_sectioned(self.keys_path, b"keys", KEYS_FORMAT)
+        if loaded is None:
+            return None
+        try:
+            return loaded[0], [KeyRecord.from_dict(item) for item in loaded[1]]
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None

@@ -1,36 +1,42 @@
-"""Replay and verify: rebuild every projection from the logs, or check they agree.
+"""Replay and verify: rebuild every projection from the event store, or check they agree.
 
-Both run with the server stopped (they take the data dir lock). Replay writes issue
-files like the flusher does (all temp files, one filesystem sync, renames), so each
-file is replaced atomically without one fsync per file.
+Both run with the server stopped (the CLI takes the data dir lock). Replay folds each
+issue's log (read in chunks, many logs per worker-thread call), writes the issue files
+in chunks with their fsyncs spread over a thread pool, removes files of deleted issues,
+then writes the snapshots and the issue-files checkpoint. A damaged log does not stop
+it: that issue is left out and reported.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from events.log import EventLog, LogCorrupt
+from events.dispatcher import write_checkpoint
+from events.filestore import FileEventStore
 from events.model import Event
+from hydraissue.evolve import evolve
 from hydraissue.model import Issue
 from projections.files import ProjectionFiles
+from projections.keys import KeyRecord, record_for
 from projections.rows import IndexRow, row_for
-from projections.store import fold_log
+from projections.writer import NAME as FILES_SUBSCRIBER
 
 Progress = Callable[[int, int], None]
+CHUNK = 512
+SUBSCRIBERS = "subscribers"
 
 
 @dataclass(slots=True)
 class Folded:
-    issue: Issue
-    events: list[Event]
-    size: int
+    """One issue folded from its log, with the idempotency records its events carry."""
 
-    @property
-    def row(self) -> IndexRow:
-        return row_for(self.issue, self.events[-1].pos, self.size)
+    issue: Issue
+    events: int
+    keys: list[KeyRecord] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -39,87 +45,123 @@ class ReplayResult:
     deleted: int = 0
     events: int = 0
     repairs: list[str] = field(default_factory=list)
+    damaged: dict[int, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
-def _fold_all(
-    log: EventLog, progress: Progress | None, repair: bool
-) -> tuple[dict[int, Folded], list[str], list[str]]:
+def fold_events(events: list[Event], after: int = 0) -> Folded:
+    """The state of one issue, and the key records of its events above ``after``."""
+    state: Issue | None = None
+    keys: list[KeyRecord] = []
+    for event in events:
+        state = evolve(state, event)
+        if event.meta and event.pos > after:
+            record = record_for(event, state)
+            if record is not None:
+                keys.append(record)
+    assert state is not None  # the store never returns an empty log
+    return Folded(state, len(events), keys)
+
+
+async def fold_all(
+    store: FileEventStore, progress: Progress | None = None
+) -> tuple[dict[int, Folded], dict[int, str]]:
     folded: dict[int, Folded] = {}
-    problems: list[str] = []
-    repairs: list[str] = []
-    ids = sorted(log.sizes())
-    for done, issue_id in enumerate(ids, start=1):
-        if repair:
-            fixed = log.repair(issue_id)
-            if fixed:
-                repairs.append(fixed.describe())
-                if fixed.kept_size == 0:
-                    continue
-        try:
-            events, issue = fold_log(log, issue_id)
-        except LogCorrupt as exc:
-            problems.append(str(exc))
-            continue
-        if issue is None or not events:
-            problems.append(f"events/{issue_id}.yaml: holds no events")
-            continue
-        size = log.path(issue_id).stat().st_size
-        folded[issue_id] = Folded(issue, events, size)
+    problems: dict[int, str] = dict(store.damaged)
+    ids = [i for i in store.issue_ids() if i not in problems]
+    done = 0
+    for start in range(0, len(ids), CHUNK):
+        for issue_id, result in await store.read_many(ids[start : start + CHUNK]):
+            if isinstance(result, list):
+                folded[issue_id] = fold_events(result)
+            else:
+                problems[issue_id] = str(result)
+        done = min(len(ids), start + CHUNK)
         if progress:
             progress(done, len(ids))
-    return folded, problems, repairs
+    if progress and not ids:
+        progress(0, 0)
+    return folded, problems
 
 
-def replay(data_dir: Path, progress: Progress | None = None) -> ReplayResult:
-    log = EventLog(data_dir)
+async def replay(data_dir: Path, progress: Progress | None = None) -> ReplayResult:
+    store = FileEventStore(data_dir)
+    report = await store.open()
+    result = ReplayResult(repairs=report.repairs, notes=report.notes)
     files = ProjectionFiles(data_dir)
-    folded, problems, repairs = _fold_all(log, progress, repair=True)
-    if problems:
-        raise LogCorrupt("; ".join(problems))
-    live = [item.issue for item in folded.values() if not item.issue.deleted]
-    keep = {files.issue_path(issue.id).name for issue in live}
-    stale = [
-        int(entry.name.removesuffix(".yaml"))
-        for entry in os.scandir(files.issues_dir)
-        if entry.name.endswith(".yaml")
-        and entry.name not in keep
-        and entry.name.removesuffix(".yaml").isdigit()
-    ]
-    files.write_issues(live, removed=stale)
-    rows = [item.row for item in folded.values()]
-    checkpoint = max((row.pos for row in rows), default=0)
-    files.write_index(rows, checkpoint, max(folded, default=0) + 1)
-    return ReplayResult(
-        issues=sum(1 for f in folded.values() if not f.issue.deleted),
-        deleted=sum(1 for f in folded.values() if f.issue.deleted),
-        events=sum(len(f.events) for f in folded.values()),
-        repairs=repairs,
-    )
+    files.prepare()
+    rows: list[IndexRow] = []
+    keys: list[KeyRecord] = []
+    live: set[int] = set()
+    ids = [i for i in store.issue_ids() if i not in store.damaged]
+    result.damaged = dict(store.damaged)
+    try:
+        with ThreadPoolExecutor(16, thread_name_prefix="replay-fsync") as pool:
+            for start in range(0, len(ids), CHUNK):
+                chunk: list[Issue] = []
+                for issue_id, read in await store.read_many(ids[start : start + CHUNK]):
+                    if not isinstance(read, list):
+                        result.damaged[issue_id] = str(read)
+                        continue
+                    item = fold_events(read)
+                    rows.append(row_for(item.issue))
+                    keys.extend(item.keys)
+                    result.events += item.events
+                    if item.issue.deleted:
+                        result.deleted += 1
+                    else:
+                        result.issues += 1
+                        live.add(issue_id)
+                        chunk.append(item.issue)
+                files.write_issues(chunk, fsyncs=pool.map)
+                if progress:
+                    progress(min(len(ids), start + CHUNK), len(ids))
+        stale = [
+            int(entry.name.removesuffix(".yaml"))
+            for entry in os.scandir(files.issues_dir)
+            if entry.name.endswith(".yaml")
+            and entry.name.removesuffix(".yaml").isdigit()
+            and int(entry.name.removesuffix(".yaml")) not in live
+        ]
+        files.write_issues([], removed=stale)
+        head = store.head
+        files.write_snapshot(rows, keys, head)
+        write_checkpoint(data_dir / SUBSCRIBERS, FILES_SUBSCRIBER, head)
+    finally:
+        await store.close()
+    return result
 
 
-def verify(data_dir: Path, progress: Progress | None = None) -> list[str]:
+async def verify(data_dir: Path, progress: Progress | None = None) -> list[str]:
     """Every disagreement between logs and projections, as readable lines."""
-    log = EventLog(data_dir)
+    store = FileEventStore(data_dir, read_only=True)
+    await store.open()
+    try:
+        return await _verify(store, data_dir, progress)
+    finally:
+        await store.close()
+
+
+async def _verify(store: FileEventStore, data_dir: Path, progress: Progress | None) -> list[str]:
+    problems: list[str] = []
+    for issue_id, cut in sorted(store.torn.items()):
+        problems.append(
+            f"events/{issue_id}.yaml: torn last event ({cut} bytes); "
+            "start the server or run replay to cut it"
+        )
+    if store.head and not store.index_loaded:
+        problems.append("positions.idx: missing or unreadable; the next start rebuilds it")
+    elif store.reindexed:
+        listed = ", ".join(map(str, store.reindexed[:10]))
+        problems.append(
+            f"positions.idx: behind the logs of {len(store.reindexed)} issue(s) ({listed}); "
+            "the next start brings it up to date"
+        )
+    folded, damaged = await fold_all(store, progress)
+    problems.extend(damaged[i] for i in sorted(damaged))
     files = ProjectionFiles(data_dir)
-    folded, problems, _ = _fold_all(log, progress, repair=False)
-    logged = set(log.sizes())  # every issue with events, readable or not
-    seen_positions: dict[int, int] = {}
-    for issue_id, item in folded.items():
-        name = f"events/{issue_id}.yaml"
-        if not log.path(issue_id).read_bytes().endswith(b"\n"):
-            problems.append(f"{name}: torn last event; start the server or run replay to cut it")
-        if item.events[0].type != "issue.created":
-            problems.append(f"{name}: first event is {item.events[0].type}, not issue.created")
-        last = 0
-        for event in item.events:
-            if event.issue_id != issue_id:
-                problems.append(f"{name}: event seq {event.seq} belongs to issue {event.issue_id}")
-            if event.pos <= last:
-                problems.append(f"{name}: position {event.pos} does not increase")
-            last = event.pos
-            other = seen_positions.setdefault(event.pos, issue_id)
-            if other != issue_id:
-                problems.append(f"{name}: position {event.pos} is also used by issue {other}")
+    logged = set(store.issue_ids())
+    for issue_id, item in sorted(folded.items()):
         on_disk = files.read_issue(issue_id)
         if item.issue.deleted:
             if files.issue_path(issue_id).exists():
@@ -128,31 +170,30 @@ def verify(data_dir: Path, progress: Progress | None = None) -> list[str]:
             problems.append(f"issues/{issue_id}.yaml: missing or unreadable")
         elif on_disk != item.issue:
             problems.append(f"issues/{issue_id}.yaml: differs from its event log")
-    for entry in os.scandir(files.issues_dir):
-        stem = entry.name.removesuffix(".yaml")
-        if entry.name.endswith(".yaml") and stem.isdigit() and int(stem) not in logged:
-            problems.append(f"issues/{entry.name}: has no event log")
+    if files.issues_dir.is_dir():
+        for entry in sorted(os.scandir(files.issues_dir), key=lambda e: e.name):
+            stem = entry.name.removesuffix(".yaml")
+            if entry.name.endswith(".yaml") and stem.isdigit() and int(stem) not in logged:
+                problems.append(f"issues/{entry.name}: has no event log")
     index = files.read_index()
     if index is None:
         problems.append("issues.yaml: missing or unreadable")
     else:
-        header, rows = index
+        checkpoint, rows = index
         by_id = {row.id: row for row in rows}
-        for issue_id, item in folded.items():
+        for issue_id, item in sorted(folded.items()):
             row = by_id.pop(issue_id, None)
             if row is None:
                 problems.append(f"issues.yaml: no row for issue {issue_id}")
-            elif row != item.row:
+            elif row != row_for(item.issue):
                 problems.append(f"issues.yaml: row for issue {issue_id} differs from its log")
         problems.extend(
             f"issues.yaml: row for issue {i} has no event log"
             for i in sorted(by_id)
-            if i not in logged  # a damaged log was reported above
+            if i not in logged
         )
-        checkpoint = max((f.events[-1].pos for f in folded.values()), default=0)
-        if header.get("checkpoint") != checkpoint:
+        if checkpoint != store.head:
             problems.append(
-                f"issues.yaml: checkpoint {header.get('checkpoint')} "
-                f"but the logs end at {checkpoint}"
+                f"issues.yaml: checkpoint {checkpoint} but the logs end at {store.head}"
             )
     return problems

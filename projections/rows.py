@@ -1,7 +1,7 @@
-"""The index row: the summary of one issue kept in ``issues.yaml``.
+"""The index row: the summary of one issue kept in ``issues.yaml`` and in memory.
 
-``log_size`` and ``seq`` let start-up tell, without reading a log, whether the row
-(and the issue file) still describe what the log says.
+Rows carry what lists filter and sort on; ``seq`` says which state of the issue the
+row describes, so a stale issue file can be told from a current one.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ class IndexRow:
     created_at: str
     updated_at: str
     seq: int
-    pos: int
-    log_size: int
     deleted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -33,10 +31,22 @@ class IndexRow:
 
     @staticmethod
     def from_dict(raw: dict[str, Any]) -> IndexRow:
-        return IndexRow(**raw)
+        return IndexRow(
+            id=int(raw["id"]),
+            title=str(raw["title"]),
+            status=str(raw["status"]),
+            category=str(raw["category"]),
+            priority=raw.get("priority"),
+            project=raw.get("project"),
+            reporter=raw.get("reporter"),
+            created_at=str(raw["created_at"]),
+            updated_at=str(raw["updated_at"]),
+            seq=int(raw["seq"]),
+            deleted=bool(raw.get("deleted", False)),
+        )
 
 
-def row_for(issue: Issue, pos: int, log_size: int) -> IndexRow:
+def row_for(issue: Issue) -> IndexRow:
     return IndexRow(
         id=issue.id,
         title=issue.title,
@@ -48,7 +58,5 @@ def row_for(issue: Issue, pos: int, log_size: int) -> IndexRow:
         created_at=issue.created_at,
         updated_at=issue.updated_at,
         seq=issue.seq,
-        pos=pos,
-        log_size=log_size,
         deleted=issue.deleted,
     )

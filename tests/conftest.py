@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from hydraissue.config import Config
 from web.app import create_app
+from web.keys import SERVICE
 
 API_TOKEN = "test-api-token"
 ADMIN_TOKEN = "test-admin-token"
@@ -43,3 +44,8 @@ async def client(aiohttp_client: ClientFactory, config: Config) -> TestClient[An
 @pytest.fixture
 def auth() -> dict[str, str]:
     return dict(AUTH)
+
+
+async def settled(client: TestClient[Any, web.Application]) -> None:
+    """Wait until background work is idle: every subscriber has handled every commit."""
+    await client.app[SERVICE].dispatcher.idle(timeout=10)

@@ -89,14 +89,15 @@ async def test_health_needs_no_auth_and_has_the_documented_shape(
     assert body["version"] == __version__
     assert body["status"] == "ok"
     assert isinstance(body["uptime_seconds"], int) and body["uptime_seconds"] >= 0
-    assert body["extra"] == {"issues": 0}
+    assert body["extra"]["issues"] == 0
+    assert body["extra"]["position"] == 0
 
     first = await create(client, auth)
     await create(client, auth)
     resp = await client.delete(f"/api/v1/issues/{first['id']}", headers=auth)
     assert resp.status == 204
     body = await (await client.get("/api/v1/health")).json()
-    assert body["extra"] == {"issues": 1}
+    assert body["extra"]["issues"] == 1
 
 
 async def test_runbook_is_markdown_without_auth(client: Client) -> None:
@@ -635,7 +636,7 @@ async def test_events_history_oldest_first_with_actors(
     assert events[0]["data"]["title"] == "Something broke"
     assert events[1]["data"]["changes"] == {"status": "groomed"}
     assert events[1]["data"]["previous"] == {"status": "open"}
-    assert events[2]["data"] == {"author": "bob", "text": "hi"}
+    assert events[2]["data"] == {"id": 1, "author": "bob", "text": "hi"}
     assert events[3]["data"] == {"name": "nebula", "action": "groomed"}
     # The API shows exactly what the log on disk holds.
     assert events == log_lines(data_dir, issue_id)

@@ -9,7 +9,7 @@ import yaml
 
 from events.model import EVENT_TYPES
 from hydraissue.config import ENV, KEYS
-from web import api
+from web import api, feed
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNBOOK = (ROOT / "docs" / "runbook.md").read_text()
@@ -35,7 +35,7 @@ def test_runbook_lists_every_api_route() -> None:
     listed = set(re.findall(r"\| (GET|POST|PATCH|PUT|DELETE) \| (/api/v1/\S+) \|", RUNBOOK))
     registered = {
         (route.method, route.path)  # type: ignore[attr-defined]
-        for route in api.routes
+        for route in [*api.routes, *feed.routes]
         if route.method != "HEAD"  # type: ignore[attr-defined]
     }
     assert registered - listed == set(), "add these routes to docs/runbook.md"

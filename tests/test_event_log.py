@@ -1,9 +1,11 @@
-"""The event log: codec output is real YAML, appends read back, torn tails are cut."""
+"""Per-issue logs: codec output is real YAML, logs read back exactly, torn tails are cut
+and damage inside a log is named, never cut."""
 
 from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +23,13 @@ from events.codec import (
     load_items,
     load_yaml_list,
 )
-from events.log import EventLog, LogCorrupt, Repair
+from events.logs import LogDamaged, Repair, encode, parse_log, repair_tail, scan
 from events.model import Actor, Event
 from hydraissue.commands import AddComment, CreateIssue, UpdateIssue
 from hydraissue.errors import Invalid
 from hydraissue.parse import MAX_KEY
 from hydraissue.parse import custom_fields as parse_custom_fields
 from hydraissue.service import IssueService
-from projections.flusher import Flusher
 from projections.rebuild import verify
 from tests.conftest import AUTH
 from tests.strategies import json_values, strict, yaml_objects
@@ -85,7 +86,7 @@ def test_load_items_skips_comments_and_blank_lines() -> None:
     assert load_items(b"") == []
 
 
-# -- EventLog append / read ----------------------------------------------------------
+# -- per-issue logs: encode, parse, scan, repair -----------------------------------------
 
 
 def make_event(issue_id: int, seq: int, data: dict[str, Any] | None = None) -> Event:
@@ -101,44 +102,55 @@ def make_event(issue_id: int, seq: int, data: dict[str, Any] | None = None) -> E
     )
 
 
+def write_log(folder: Path, events: list[Event]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{events[0].issue_id}.yaml"
+    with path.open("ab") as handle:
+        handle.write(b"".join(encode(e) for e in events))
+    return path
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.lists(yaml_objects, min_size=1, max_size=3), min_size=1, max_size=4))
-def test_append_read_round_trip(batches: list[list[dict[str, Any]]]) -> None:
+def test_encode_parse_round_trip(batches: list[list[dict[str, Any]]]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        log = EventLog(Path(tmp))
+        folder = Path(tmp)
         written: list[Event] = []
         for batch in batches:
             events = [make_event(7, len(written) + i + 1, data) for i, data in enumerate(batch)]
-            size = log.append(events)
+            write_log(folder, events)
             written.extend(events)
-            assert size == log.path(7).stat().st_size
-        assert log.sizes() == {7: log.path(7).stat().st_size}
-        read = log.read(7)
-        assert read == written
-        assert [strict(e.to_dict()) for e in read] == [strict(e.to_dict()) for e in written]
-        assert log.repair(7) is None  # nothing torn: nothing cut
+        data = (folder / "7.yaml").read_bytes()
+        parsed = parse_log(7, data)
+        assert parsed.events == written
+        assert [strict(e.to_dict()) for e in parsed.events] == [
+            strict(e.to_dict()) for e in written
+        ]
+        # each span is exactly that event's line
+        for event, (offset, length) in zip(parsed.events, parsed.spans, strict=True):
+            assert data[offset : offset + length] == encode(event)
+        assert scan(folder) == {7: len(data)}
+        assert repair_tail(folder, 7) is None  # nothing torn: nothing cut
+        # any YAML parser reads the log as a list of the same mappings
+        assert strict(yaml.load(data, Loader=yaml.CSafeLoader)) == strict(
+            [e.to_dict() for e in written]
+        )
 
 
-def test_append_nothing_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError):
-        EventLog(tmp_path).append([])
-
-
-def test_sizes_ignores_other_files(tmp_path: Path) -> None:
-    log = EventLog(tmp_path)
-    log.append([make_event(3, 1)])
-    (log.dir / ".3.yaml.tmp").write_bytes(b"x")
-    (log.dir / "notes.txt").write_bytes(b"x")
-    assert set(log.sizes()) == {3}
+def test_scan_ignores_other_files(tmp_path: Path) -> None:
+    write_log(tmp_path, [make_event(3, 1)])
+    (tmp_path / ".3.yaml.1234.tmp").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_bytes(b"x")
+    (tmp_path / "03.yaml").write_bytes(b"x")  # not a canonical id
+    assert set(scan(tmp_path)) == {3}
 
 
 # -- torn tails ----------------------------------------------------------------------
 
 
-def _write_good(log: EventLog, issue_id: int = 1, count: int = 3) -> bytes:
-    for seq in range(1, count + 1):
-        log.append([make_event(issue_id, seq)])
-    return log.path(issue_id).read_bytes()
+def _write_good(folder: Path, issue_id: int = 1, count: int = 3) -> bytes:
+    path = write_log(folder, [make_event(issue_id, seq) for seq in range(1, count + 1)])
+    return path.read_bytes()
 
 
 NEXT_LINE = dump_item(make_event(1, 4).to_dict())
@@ -155,19 +167,15 @@ TORN_TAILS = {
 
 @pytest.mark.parametrize("tail", TORN_TAILS.values(), ids=TORN_TAILS.keys())
 def test_repair_cuts_a_torn_tail(tmp_path: Path, tail: bytes) -> None:
-    log = EventLog(tmp_path)
-    good = _write_good(log)
-    with log.path(1).open("ab") as handle:
+    good = _write_good(tmp_path)
+    with (tmp_path / "1.yaml").open("ab") as handle:
         handle.write(tail)
-    repair = log.repair(1)
+    repair = repair_tail(tmp_path, 1)
     assert repair == Repair(issue_id=1, cut_bytes=len(tail), kept_size=len(good))
     assert "events/1.yaml" in repair.describe() and str(len(tail)) in repair.describe()
-    assert log.path(1).read_bytes() == good
-    assert [e.seq for e in log.read(1)] == [1, 2, 3]
-    assert log.repair(1) is None
-    # the log takes appends again after the cut
-    log.append([make_event(1, 4)])
-    assert [e.seq for e in log.read(1)] == [1, 2, 3, 4]
+    assert (tmp_path / "1.yaml").read_bytes() == good
+    assert [e.seq for e in parse_log(1, good).events] == [1, 2, 3]
+    assert repair_tail(tmp_path, 1) is None
 
 
 MIDDLE_DAMAGE = {
@@ -180,43 +188,56 @@ MIDDLE_DAMAGE = {
 
 
 @pytest.mark.parametrize("damage", MIDDLE_DAMAGE.values(), ids=MIDDLE_DAMAGE.keys())
-def test_damage_in_the_middle_raises_log_corrupt(tmp_path: Path, damage: bytes) -> None:
-    log = EventLog(tmp_path)
-    lines = _write_good(log).splitlines(keepends=True)
-    log.path(1).write_bytes(lines[0] + damage + lines[1] + lines[2])
-    before = log.path(1).read_bytes()
-    assert log.repair(1) is None, "repair must only ever cut the tail"
-    assert log.path(1).read_bytes() == before
-    with pytest.raises(LogCorrupt, match=r"events/1\.yaml"):
-        log.read(1)
+def test_damage_in_the_middle_is_not_cut_and_is_named(tmp_path: Path, damage: bytes) -> None:
+    lines = _write_good(tmp_path).splitlines(keepends=True)
+    path = tmp_path / "1.yaml"
+    path.write_bytes(lines[0] + damage + lines[1] + lines[2])
+    before = path.read_bytes()
+    assert repair_tail(tmp_path, 1) is None, "repair must only ever cut the tail"
+    assert path.read_bytes() == before
+    with pytest.raises(LogDamaged, match=r"events/1\.yaml: line 2"):
+        parse_log(1, before)
+
+
+@pytest.mark.parametrize(
+    ("events", "message"),
+    [
+        ([make_event(1, 1), make_event(1, 3)], "seq 3 where 2 was expected"),
+        ([make_event(1, 1), make_event(2, 2)], "belongs to issue 2"),
+        ([make_event(1, 1), replace(make_event(1, 2), pos=1)], "position 1, not above 1001"),
+    ],
+)
+def test_a_log_out_of_order_is_damaged(tmp_path: Path, events: list[Event], message: str) -> None:
+    data = b"".join(encode(e) for e in events)
+    with pytest.raises(LogDamaged, match=message):
+        parse_log(1, data)
 
 
 @pytest.mark.parametrize("damage", MIDDLE_DAMAGE.values(), ids=MIDDLE_DAMAGE.keys())
-def test_verify_lists_damage_in_the_middle(tmp_path: Path, damage: bytes) -> None:
+async def test_verify_lists_damage_in_the_middle(tmp_path: Path, damage: bytes) -> None:
     """`hydraissue verify` answers a readable list, not a traceback."""
-    log = EventLog(tmp_path)
-    lines = _write_good(log).splitlines(keepends=True)
-    _write_good(log, issue_id=2)
-    log.path(1).write_bytes(lines[0] + damage + lines[1] + lines[2])
-    problems = verify(tmp_path)
+    folder = tmp_path / "events"
+    lines = _write_good(folder).splitlines(keepends=True)
+    _write_good(folder, issue_id=2)
+    (folder / "1.yaml").write_bytes(lines[0] + damage + lines[1] + lines[2])
+    problems = await verify(tmp_path)
     assert any(p.startswith("events/1.yaml") for p in problems), problems
 
 
 # -- the app on a torn tail ----------------------------------------------------------
 
 
-async def _seed(data_dir: Path) -> IssueService:
-    """Three issues with a few events each, projections flushed (index written)."""
+async def _seed(data_dir: Path) -> None:
+    """Three issues with a few events each; a clean stop writes every projection."""
     service = IssueService(data_dir)
-    service.load()
+    await service.start()
     api = Actor("api")
     for n in range(3):
         created = await service.handle(CreateIssue(title=f"issue {n} \u2028 😀"), api)
         issue_id = created.issue.id
         await service.handle(AddComment(issue_id, "a", f"first on {n}"), api)
         await service.handle(UpdateIssue(issue_id, {"status": "groomed"}), api)
-    await Flusher(service.projection).flush()
-    return service
+    await service.stop()
 
 
 @pytest.mark.parametrize("index", ["current index", "no index"])

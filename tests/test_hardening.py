@@ -1,7 +1,8 @@
 """Regression tests for the hardening fixes: each names the failure it guards against.
 
-Log preallocation without holes, torn idempotency records, scoped and multipart-free
-idempotency keys, strong If-Match, order-blind custom fields, tolerant evolve, bad
+One log per issue and nothing else under events/, keys rebuilt from events, scoped
+idempotency keys on every POST (multipart too), strong If-Match,
+ order-blind custom fields, tolerant evolve, bad
 bodies as 400s, part limits, forwarded-for with several header lines, links from the
 client's host, strict list numbers, one-line CLI failures and null public URLs.
 """
@@ -13,7 +14,6 @@ import dataclasses
 import gzip
 import os
 import socket
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,11 @@ from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict
 
 from events.codec import dump_item
-from events.log import EventLog
 from events.model import Actor, Event
 from hydraissue.cli import main
 from hydraissue.commands import CreateIssue
 from hydraissue.config import Config
 from hydraissue.evolve import evolve
-from hydraissue.idempotency import IdempotencyStore, Stored
 from hydraissue.service import IssueService
 from tests.conftest import ClientFactory
 from web.app import create_app
@@ -75,130 +73,90 @@ async def create(client: Client, auth: dict[str, str], **fields: Any) -> dict[st
     return issue
 
 
-# -- 1. event logs are preallocated without holes -------------------------------------
+# -- 1. every file under events/ is an issue: no placeholder logs -----------------------
 
 
-def test_preallocate_refuses_to_leave_a_hole(tmp_path: Path) -> None:
-    log = EventLog(tmp_path)
-    log.preallocate(0, 3)
-    assert log.ready_below == 3
-    with pytest.raises(ValueError, match="hole"):
-        log.preallocate(5, 2)
-    assert log.ready_below == 3
-    assert not log.path(5).exists() and not log.path(6).exists()
-    log.preallocate(3, 2)  # contiguous: fine
-    assert log.ready_below == 5
-    assert all(log.path(i).exists() for i in range(5))
-
-
-async def _burst_of_creates(service: IssueService, total: int = 700) -> list[int]:
-    """``total`` creates, 100 at a time concurrently: more than one preallocated batch."""
-    created: list[int] = []
-    for batch in range(total // 100):
-        outcomes = await asyncio.gather(
-            *(
-                service.handle(CreateIssue(title=f"load {batch}-{n}"), Actor("api"))
-                for n in range(100)
-            )
-        )
-        created.extend(o.issue.id for o in outcomes)
-    return created
-
-
-async def test_concurrent_creates_leave_no_hole_below_ready_below(tmp_path: Path) -> None:
-    service = IssueService(tmp_path / "data")
-    service.load()
-    try:
-        created = await _burst_of_creates(service)
-        assert sorted(created) == list(range(1, 701))
-        assert service.projection.next_id == 701
-        for issue_id in created:
-            assert service.log.path(issue_id).stat().st_size > 0, issue_id
-            assert len(service.log.read(issue_id)) == 1
-        await asyncio.sleep(0.2)  # let a preallocation in flight finish
-        ready = service.log.ready_below
-        missing = [i for i in range(1, ready) if not service.log.path(i).exists()]
-        assert missing == []
-        assert not service.log.path(ready + 300).exists()  # the check can see a gap
-    finally:
-        service.close()
-
-
-async def test_preallocation_catches_up_after_a_burst_of_creates(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_concurrent_creates_leave_one_log_per_issue_and_nothing_else(
+    tmp_path: Path,
 ) -> None:
-    """Creates may outrun a preallocation batch; once they stop, the logs get ahead again."""
     service = IssueService(tmp_path / "data")
-    service.load()
-    real = service.log.preallocate
-    disk_free = threading.Event()
-
-    def slow_preallocate(start: int, count: int) -> None:
-        disk_free.wait(5)  # a busy disk: the burst outruns the batch in flight
-        real(start, count)
-
-    monkeypatch.setattr(service.log, "preallocate", slow_preallocate)
+    await service.start()
     try:
-        await _burst_of_creates(service)
-        disk_free.set()
-        for _ in range(150):  # up to 3 s for background preallocation to catch up
-            if service.log.ready_below > service.projection.next_id - 1:
-                break
-            await asyncio.sleep(0.02)
-        ready, next_id = service.log.ready_below, service.projection.next_id
-        assert ready > next_id - 1, f"ready_below {ready} stayed behind next_id {next_id}"
-        missing = [i for i in range(1, ready) if not service.log.path(i).exists()]
-        assert missing == []
+        outcomes = await asyncio.gather(
+            *(service.handle(CreateIssue(title=f"load {n}"), Actor("api")) for n in range(300))
+        )
+        created = sorted(o.issue.id for o in outcomes)
+        assert created == list(range(1, 301))
+        logs = sorted(p.name for p in (tmp_path / "data" / "events").iterdir())
+        assert logs == sorted(f"{i}.yaml" for i in created)
+        assert all(p.stat().st_size > 0 for p in (tmp_path / "data" / "events").iterdir())
+        positions = sorted(o.events[0].pos for o in outcomes)
+        assert positions == list(range(1, 301))  # commit order, no gaps
     finally:
-        disk_free.set()
-        service.close()
+        await service.stop()
 
 
-# -- 2. a torn idempotency record costs only itself -----------------------------------
+async def test_empty_logs_left_by_an_older_build_are_removed(tmp_path: Path) -> None:
+    """The previous build preallocated empty logs; they are not issues."""
+    data_dir = tmp_path / "data"
+    (data_dir / "events").mkdir(parents=True)
+    (data_dir / "events" / "1.yaml").write_bytes(dump_item(_created_event(1)))
+    for issue_id in range(2, 258):
+        (data_dir / "events" / f"{issue_id}.yaml").touch()
+    service = IssueService(data_dir)
+    await service.start()
+    try:
+        assert service.read_model.count() == 1
+        assert sorted(p.name for p in (data_dir / "events").iterdir()) == ["1.yaml"]
+        made = await service.handle(CreateIssue(title="next"), Actor("api"))
+        assert made.issue.id == 2
+    finally:
+        await service.stop()
 
 
-def _stored(key: str, status: int) -> Stored:
-    return Stored(
-        key=key,
-        fingerprint=f"fp-{key}",
-        status=status,
-        content_type="application/json",
-        body=f'{{"key": "{key}"}}'.encode(),
-        headers={"Location": f"/api/v1/issues/{status}"},
-        expires=4_000_000_000.0,
-    )
+# -- 2. idempotency records are derived from the events they came with ------------------
 
 
-async def test_a_torn_idempotency_line_keeps_the_good_records(tmp_path: Path) -> None:
-    store = IdempotencyStore(tmp_path)
-    first, second = _stored("api:one", 201), _stored("api:two", 200)
-    await store.put(first)
-    await store.put(second)
-    with store.path.open("ab") as handle:
-        handle.write(b'- {"key": "x", "fing')
+async def test_keys_survive_a_lost_or_torn_key_snapshot(
+    aiohttp_client: ClientFactory, config: Config, auth: dict[str, str]
+) -> None:
+    client = await aiohttp_client(create_app(config))
+    key = {"Idempotency-Key": "snap-1"}
+    first = await client.post("/api/v1/issues", json={"title": "once"}, headers={**auth, **key})
+    assert first.status == 201
+    made = await first.json()
+    await client.close()
+    keys = config.data_path / "idempotency.yaml"
+    keys.write_bytes(keys.read_bytes()[:-7])  # torn, as by a crash mid-write
+    (config.data_path / "issues.yaml").unlink()  # and an old index: fold the logs again
 
-    again = IdempotencyStore(tmp_path)
-    again.load()
-    assert again.get("api:one") == first
-    assert again.get("api:two") == second
-    assert again.get("x") is None
-    # Compaction rewrote the file without the torn tail.
-    assert not store.path.read_bytes().endswith(b'"fing')
+    again = await aiohttp_client(create_app(config))
+    retry = await again.post("/api/v1/issues", json={"title": "once"}, headers={**auth, **key})
+    assert retry.status == 201
+    assert retry.headers.get("Idempotent-Replayed") == "true"
+    assert (await retry.json())["id"] == made["id"]
+    assert (await again.get("/api/v1/issues", headers=auth)).headers["X-Total-Count"] == "1"
 
 
-# -- 3. idempotency keys: not on multipart, scoped per area ---------------------------
+# -- 3. idempotency keys: on multipart too, scoped per area -----------------------------
 
 
-async def test_idempotency_key_on_a_multipart_report_is_a_400(client: Client) -> None:
+async def test_a_keyed_multipart_report_sent_twice_creates_one_issue(
+    client: Client, auth: dict[str, str]
+) -> None:
     body = multipart([("title", b"Uploaded", None)])
-    resp = await client.post(
-        "/report",
-        data=body,
-        headers={"Content-Type": MULTIPART_CT, "Idempotency-Key": "k-1", **JSON_ACCEPT},
-    )
-    await assert_json_error(resp, 400, "Idempotency-Key")
-    listed = await client.get("/api/v1/issues", headers={"Authorization": "Bearer test-api-token"})
-    assert await listed.json() == []
+    headers = {"Content-Type": MULTIPART_CT, "Idempotency-Key": "k-1", **JSON_ACCEPT}
+    first = await client.post("/report", data=body, headers=headers)
+    assert first.status == 201, await first.text()
+    second = await client.post("/report", data=body, headers=headers)
+    assert second.status == 201
+    assert second.headers.get("Idempotent-Replayed") == "true"
+    assert (await second.json())["id"] == (await first.json())["id"]
+    other = multipart([("title", b"Something else", None)])
+    reused = await client.post("/report", data=other, headers=headers)
+    await assert_json_error(reused, 422)
+    listed = await client.get("/api/v1/issues", headers=auth)
+    assert listed.headers["X-Total-Count"] == "1"
 
 
 async def test_idempotency_keys_are_scoped_per_area(client: Client, auth: dict[str, str]) -> None:
@@ -322,7 +280,7 @@ async def test_content_encoding_gzip_with_a_plain_body_is_a_400(
     )
     body = await assert_json_error(resp, 400)
     assert "could not be read" in body["error"]
-    assert client.app[SERVICE].projection.count() == 0
+    assert client.app[SERVICE].read_model.count() == 0
     health = await client.get("/api/v1/health")  # a new connection is served as usual
     assert health.status == 200
 
@@ -514,31 +472,34 @@ def test_serve_on_an_unusable_data_dir_blames_the_data_dir(
     assert "issues.yaml" in line
 
 
-@pytest.mark.usefixtures("cli_env")
-def test_duplicated_seq_fails_serve_in_one_line_and_verify_names_only_the_log(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+async def test_a_duplicated_seq_takes_out_only_its_issue(
+    aiohttp_client: ClientFactory,
+    config: Config,
+    auth: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    data_dir = tmp_path / "data"
+    data_dir = config.data_path
     (data_dir / "events").mkdir(parents=True)
     line = dump_item(_created_event(1))
-    (data_dir / "events" / "1.yaml").write_bytes(line)
-    (data_dir / "events" / "2.yaml").write_bytes(dump_item(_created_event(2)))
-    assert main(["replay", "--data-dir", str(data_dir)]) == 0  # issue files and index
-    assert (data_dir / "issues" / "1.yaml").exists()
-    capsys.readouterr()
     (data_dir / "events" / "1.yaml").write_bytes(line + line)  # two lines with seq 1
+    (data_dir / "events" / "2.yaml").write_bytes(dump_item(_created_event(2)))
 
-    assert _serve(data_dir) == 1
-    err_line = _one_line(capsys.readouterr().err)
-    assert err_line.startswith("hydraissue: "), err_line
-    assert "events/1.yaml" in err_line
+    client = await aiohttp_client(create_app(config))
+    damaged = await client.get("/api/v1/issues/1", headers=auth)
+    body = await assert_json_error(damaged, 503)
+    assert "HYDRA-1 is unavailable" in body["error"]
+    assert "seq 1 where 2 was expected" in body["detail"]["reason"]
+    assert (await client.get("/api/v1/issues/2", headers=auth)).status == 200
+    health = await (await client.get("/api/v1/health")).json()
+    assert health["status"] == "degraded"
+    assert "HYDRA-1" in health["extra"]["unavailable"]
+    await client.close()
 
-    code = main(["verify", "--data-dir", str(data_dir)])
+    code = await asyncio.to_thread(main, ["verify", "--data-dir", str(data_dir)])
     out, _ = capsys.readouterr()
     assert code == 1
     problems = [p for p in out.splitlines() if p.startswith("  - ")]
     assert any("seq 1 where 2 was expected" in p for p in problems), out
-    assert not any("has no event log" in p for p in problems), out
     assert not any("issue 2" in p or "issues/2.yaml" in p for p in problems), out
     assert os.path.getsize(data_dir / "events" / "1.yaml") == 2 * len(line)  # untouched
 

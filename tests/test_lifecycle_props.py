@@ -1,7 +1,8 @@
 """The issue lifecycle as a hypothesis state machine over the pure domain.
 
 ``decide`` + ``evolve`` are driven exactly like ``hydraissue/service.py`` drives them
-(decide, stamp seq/pos/time/actor, fold), with commands built by ``hydraissue.parse``
+(decide, then seq/pos/time/actor stamped as the event store stamps a commit, then
+fold), with commands built by ``hydraissue.parse``
 as the web handlers build them. A model kept beside the real state checks every rule
 of the runbook's lifecycle section.
 """
@@ -33,9 +34,9 @@ from hydraissue.commands import (
     RecordNimAction,
     UpdateIssue,
 )
-from hydraissue.decide import decide, stamp, transition_allowed
+from hydraissue.decide import NewEvent, decide, transition_allowed
 from hydraissue.errors import Conflict, NotFound, PreconditionFailed
-from hydraissue.evolve import SequenceGap, evolve, fold
+from hydraissue.evolve import evolve, fold
 from hydraissue.model import (
     CATEGORIES,
     PRIORITIES,
@@ -54,6 +55,24 @@ from tests.strategies import (
 )
 
 ACTOR = Actor("api")
+
+
+def stamp(
+    state: Issue | None,
+    issue_id: int,
+    decided: list[NewEvent],
+    first_pos: int,
+    at: str,
+    actor: Actor,
+) -> list[Event]:
+    """As the store stamps one append: seq after the state's, positions from first_pos."""
+    seq = state.seq if state else 0
+    return [
+        Event(issue_id, seq + n, first_pos + n - 1, new.type, at, actor, new.data)
+        for n, new in enumerate(decided, start=1)
+    ]
+
+
 TERMINAL = frozenset({"done", "closed"})  # the runbook's words, not the code's constant
 
 
@@ -107,7 +126,7 @@ class Lifecycle(RuleBasedStateMachine):
         self.next_pos = 1
         self.tick = 0
 
-    # Stamping exactly as IssueService.handle does.
+    # Stamping as the event store does for one commit.
     def execute(self, issue_id: int, command: Command) -> list[Event]:
         state = None if isinstance(command, CreateIssue) else self.issues.get(issue_id)
         decided = decide(state, command)
@@ -397,11 +416,36 @@ def test_conflicting_status_rejects_the_whole_update() -> None:
         decide(issue, parse.update_issue(1, {"title": "new", "status": "groomed"}))
 
 
-def test_evolve_rejects_a_sequence_gap() -> None:
-    issue = _issue(seq=3)
-    gap = Event(1, 5, 9, "comment.added", "2024-01-01T00:00:01.000Z", ACTOR, {"text": "x"})
-    with pytest.raises(SequenceGap):
-        evolve(issue, gap)
+AT = "2024-01-01T00:00:01.000Z"
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        Event(1, 2, 9, "attachment.added", AT, ACTOR, {}),  # no filename, size, type
+        Event(1, 2, 9, "attachment.added", AT, ACTOR, {"size": "big", "filename": 7}),
+        Event(1, 2, 9, "comment.added", AT, ACTOR, {"text": None, "id": "x"}),
+        Event(1, 2, 9, "issue.updated", AT, ACTOR, {"changes": "not a mapping"}),
+        Event(1, 2, 9, "issue.frobbed", AT, ACTOR, {"x": 1}),  # a newer build's type
+        Event(1, 2, 9, "comment.added", AT, ACTOR, {"text": "x"}, v=99),  # a newer version
+    ],
+)
+def test_evolve_never_raises_on_an_event_from_a_log(event: Event) -> None:
+    """Invariant 7: odd or newer events keep the sequence and get defaults, no crash."""
+    after = evolve(_issue(), event)
+    assert after.seq == 2 and after.updated_at == AT
+    assert after.title == "t"
+
+
+def test_evolve_gives_missing_attachment_fields_defaults() -> None:
+    after = evolve(_issue(), Event(1, 2, 9, "attachment.added", AT, ACTOR, {"name": "n"}))
+    assert after.attachments[0].filename == ""
+    assert after.attachments[0].content_type == "application/octet-stream"
+
+
+def test_evolve_skips_a_newer_version_entirely() -> None:
+    newer = Event(1, 2, 9, "comment.added", AT, ACTOR, {"text": "from the future"}, v=99)
+    assert evolve(_issue(), newer).comments == ()
 
 
 @pytest.mark.parametrize(

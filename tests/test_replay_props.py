@@ -2,8 +2,8 @@
 
 The real IssueService runs hypothesis-generated command sequences (built by
 ``hydraissue.parse`` from JSON bodies, as the web handlers build them) on a real data
-dir; then the flushed projection files, a replay, a fresh start-up and ``verify`` must
-all agree with what the live service answers.
+dir; then the projection files it wrote, a replay, a fresh start-up and ``verify`` must
+all agree with what the live service answered.
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ from hydraissue import parse
 from hydraissue.commands import Command, DeleteIssue
 from hydraissue.errors import DomainError
 from hydraissue.model import CATEGORIES, PRIORITIES, Issue
-from hydraissue.service import IssueService
+from hydraissue.service import IssueService, StartupReport
 from projections.files import ProjectionFiles
-from projections.flusher import Flusher
 from projections.rebuild import replay, verify
 from projections.rows import IndexRow
 from tests.strategies import custom_fields, optional_texts, status_names, strict, texts, titles
@@ -104,33 +103,40 @@ def command_for(op: tuple[Any, ...], ids: list[int]) -> Command | None:
     raise AssertionError(kind)
 
 
-async def run_ops(data_dir: Path, script: list[tuple[Any, ...]]) -> tuple[IssueService, int]:
-    """Run the script on a fresh service; returns it (flushed) and the events appended."""
+async def run_ops(
+    data_dir: Path, script: list[tuple[Any, ...]]
+) -> tuple[dict[int, Issue | None], dict[int, IndexRow], int, int]:
+    """Run the script on a fresh service and stop it cleanly; returns what it answered
+    (issues, index rows), the events appended and the last position."""
     service = IssueService(data_dir)
-    service.load()
-    flusher = Flusher(service.projection)
+    await service.start()
     appended = 0
     ids: list[int] = []
-    for op in script:
-        if op[0] == "flush":
-            await flusher.flush(index=op[1])
-            continue
-        try:
-            command = command_for(op, ids)
-            if command is None:
+    try:
+        for op in script:
+            if op[0] == "flush":
+                await service.dispatcher.idle(10)  # issue files written
+                if op[1] and service.writer is not None:
+                    await service.writer.write_snapshot()  # and the index
                 continue
-            outcome = await service.handle(command, Actor("api", "prop"))
-        except DomainError:
-            continue  # rejected input or rule: nothing may be appended
-        appended += len(outcome.events)
-        if op[0] == "create":
-            ids.append(outcome.issue.id)
-    await flusher.flush()
-    return service, appended
+            try:
+                command = command_for(op, ids)
+                if command is None:
+                    continue
+                outcome = await service.handle(command, Actor("api", "prop"))
+            except DomainError:
+                continue  # rejected input or rule: nothing may be appended
+            appended += len(outcome.events)
+            if op[0] == "create":
+                ids.append(outcome.issue.id)
+        return live_state(service), dict(service.read_model.rows), appended, service.head
+    finally:
+        await service.stop()
 
 
 def live_state(service: IssueService) -> dict[int, Issue | None]:
-    return {issue_id: service.projection.issue(issue_id) for issue_id in service.projection.rows}
+    model = service.read_model
+    return {issue_id: model.issue(issue_id) for issue_id in model.rows}
 
 
 def assert_same_issues(
@@ -149,19 +155,24 @@ def assert_same_issues(
         assert other.seq == issue.seq
 
 
-def read_files(data_dir: Path) -> tuple[dict[str, bytes], dict[str, int], dict[int, IndexRow]]:
+def read_files(data_dir: Path) -> tuple[dict[str, bytes], int, dict[int, IndexRow]]:
     files = ProjectionFiles(data_dir)
     issue_files = {p.name: p.read_bytes() for p in files.issues_dir.iterdir()}
     loaded = files.read_index()
     assert loaded is not None, "issues.yaml missing or unreadable"
-    header, rows = loaded
-    return issue_files, header, {row.id: row for row in rows}
+    checkpoint, rows = loaded
+    return issue_files, checkpoint, {row.id: row for row in rows}
 
 
-def assert_files_match_live(data_dir: Path, service: IssueService, where: str) -> None:
-    live = live_state(service)
+def assert_files_match(
+    data_dir: Path,
+    live: dict[int, Issue | None],
+    live_rows: dict[int, IndexRow],
+    head: int,
+    where: str,
+) -> None:
     files = ProjectionFiles(data_dir)
-    issue_files, header, rows = read_files(data_dir)
+    issue_files, checkpoint, rows = read_files(data_dir)
     expected_names = {f"{i}.yaml" for i, issue in live.items() if issue is not None}
     assert set(issue_files) == expected_names, f"{where}: issue files"
     for issue_id, issue in live.items():
@@ -171,9 +182,15 @@ def assert_files_match_live(data_dir: Path, service: IssueService, where: str) -
         assert on_disk is not None, f"{where}: issues/{issue_id}.yaml unreadable"
         assert on_disk == issue, f"{where}: issues/{issue_id}.yaml differs from live"
         assert strict(on_disk.to_dict()) == strict(issue.to_dict())
-    assert rows == service.projection.rows, f"{where}: index rows differ from live"
-    assert header["checkpoint"] == service.projection.checkpoint, where
-    assert header["next_id"] == service.projection.next_id, where
+    assert rows == live_rows, f"{where}: index rows differ from live"
+    assert checkpoint == head, where
+
+
+async def started(data_dir: Path) -> tuple[IssueService, StartupReport]:
+    service = IssueService(data_dir)
+    report = await service.start()
+    await service.idle()
+    return service, report
 
 
 # -- the property --------------------------------------------------------------------
@@ -188,39 +205,40 @@ def assert_files_match_live(data_dir: Path, service: IssueService, where: str) -
 def test_replay_gives_exactly_the_live_state(script: list[tuple[Any, ...]]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
-        service, appended = asyncio.run(run_ops(data_dir, script))
-        live = live_state(service)
+        live, rows, appended, head = asyncio.run(run_ops(data_dir, script))
 
-        # The files the live service flushed already agree with the logs.
-        assert verify(data_dir) == []
-        assert_files_match_live(data_dir, service, "flushed")
-        flushed_files, _, _ = read_files(data_dir)
-        flushed_index = (data_dir / "issues.yaml").read_bytes()
+        # The files the live service wrote (it was stopped cleanly) agree with the logs.
+        assert asyncio.run(verify(data_dir)) == []
+        assert_files_match(data_dir, live, rows, head, "written")
+        written_files, _, _ = read_files(data_dir)
+        written_index = (data_dir / "issues.yaml").read_bytes()
 
-        # (b) A fresh start on a current index replays nothing and answers the same.
-        fresh = IssueService(data_dir)
-        report = fresh.load()
-        assert report.replayed == [] and report.repairs == [] and not report.index_missing
-        assert_same_issues(live, fresh, "fresh start")
-        assert fresh.projection.rows == service.projection.rows
-        assert fresh.projection.next_id == service.projection.next_id
+        # (b) A fresh start on a current index folds nothing and answers the same.
+        async def fresh_start() -> None:
+            fresh, report = await started(data_dir)
+            try:
+                assert report.caught_up == 0 and report.repairs == []
+                assert not report.index_missing
+                assert_same_issues(live, fresh, "fresh start")
+                assert fresh.read_model.rows == rows
+            finally:
+                await fresh.stop()
+
+        asyncio.run(fresh_start())
 
         # (a) replay rebuilds byte-identical projections.
-        result = replay(data_dir)
+        result = asyncio.run(replay(data_dir))
         assert result.events == appended
         assert result.issues == sum(1 for i in live.values() if i is not None)
         assert result.deleted == sum(1 for i in live.values() if i is None)
-        assert result.repairs == []
-        assert_files_match_live(data_dir, service, "replayed")
+        assert result.repairs == [] and result.damaged == {}
+        assert_files_match(data_dir, live, rows, head, "replayed")
         replayed_files, _, _ = read_files(data_dir)
-        assert replayed_files == flushed_files
-        assert (data_dir / "issues.yaml").read_bytes() == flushed_index
+        assert replayed_files == written_files
+        assert (data_dir / "issues.yaml").read_bytes() == written_index
 
         # (c) and everything still verifies.
-        assert verify(data_dir) == []
-        again = IssueService(data_dir)
-        again.load()
-        assert_same_issues(live, again, "after replay")
+        assert asyncio.run(verify(data_dir)) == []
 
 
 # -- start-up with stale or missing projections --------------------------------------
@@ -228,16 +246,18 @@ def test_replay_gives_exactly_the_live_state(script: list[tuple[Any, ...]]) -> N
 API = Actor("api")
 
 
-async def _base(data_dir: Path) -> tuple[IssueService, Flusher]:
+async def _base(data_dir: Path) -> IssueService:
+    """Five issues with a comment each, every projection written (the index too)."""
     service = IssueService(data_dir)
-    service.load()
-    flusher = Flusher(service.projection)
+    await service.start()
     for n in range(5):
         body = {"title": f"issue {n} \u2028\x85 😀", "custom_fields": {"n": n, "x": [1.5, None]}}
         issue = (await service.handle(parse.create_issue(body), API)).issue
         await service.handle(parse.add_comment(issue.id, {"text": f'c{n}\n"q"'}), API)
-    await flusher.flush()
-    return service, flusher
+    await service.dispatcher.idle(10)
+    assert service.writer is not None
+    await service.writer.write_snapshot()
+    return service
 
 
 async def _more(service: IssueService) -> None:
@@ -250,53 +270,52 @@ async def _more(service: IssueService) -> None:
     await service.handle(parse.record_nim_action(4, {"name": "nebula", "action": "x"}), API)
 
 
+async def abandon(service: IssueService, *, files_written: bool) -> None:
+    """Stop the service as a crash would: no final snapshot, no checkpoints saved."""
+    if files_written:
+        await service.dispatcher.idle(10)
+    for sub in service.dispatcher.subscribers.values():
+        assert sub.task is not None
+        sub.task.cancel()
+    await asyncio.gather(
+        *(s.task for s in service.dispatcher.subscribers.values() if s.task),
+        return_exceptions=True,
+    )
+    assert service.writer is not None and service.writer._timer is not None
+    service.writer._timer.cancel()
+    await service.store.close()
+
+
 @pytest.mark.parametrize("flushed", ["nothing", "issue files only", "issue files, no index"])
-async def test_stale_index_is_rebuilt_exactly(tmp_path: Path, flushed: str) -> None:
+async def test_stale_index_is_caught_up_exactly(tmp_path: Path, flushed: str) -> None:
     data_dir = tmp_path / "data"
-    service, flusher = await _base(data_dir)
+    service = await _base(data_dir)
     await _more(service)
-    if flushed == "issue files only":
-        await flusher.flush(index=False)
-    elif flushed == "issue files, no index":
-        await flusher.flush(index=False)
-        (data_dir / "issues.yaml").unlink()
-    live = live_state(service)
-
-    fresh = IssueService(data_dir)
-    report = fresh.load()
+    live, rows, head = live_state(service), dict(service.read_model.rows), service.head
+    await abandon(service, files_written=flushed != "nothing")
     if flushed == "issue files, no index":
-        assert report.index_missing
-        assert sorted(report.replayed) == [1, 2, 3, 4, 5, 6]
-    else:
-        assert sorted(report.replayed) == [1, 2, 3, 4, 6]  # 5 did not change
-    assert_same_issues(live, fresh, "stale start")
-    assert fresh.projection.rows == service.projection.rows
-    assert fresh.projection.checkpoint == service.projection.checkpoint
-    assert fresh.projection.next_id == 7
-    await Flusher(fresh.projection).flush()
-    assert verify(data_dir) == []
-    assert_files_match_live(data_dir, service, "after stale start")
-    # ids are never reused, even though the newest issue was deleted
-    created = await fresh.handle(parse.create_issue({"title": "next"}), API)
-    assert created.issue.id == 7
+        (data_dir / "issues.yaml").unlink()
 
-
-async def test_missing_index_is_rebuilt_exactly(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    service, flusher = await _base(data_dir)
-    await _more(service)
-    await flusher.flush()
-    live = live_state(service)
-    (data_dir / "issues.yaml").unlink()
-    fresh = IssueService(data_dir)
-    report = fresh.load()
-    assert report.index_missing
-    assert_same_issues(live, fresh, "no index")
-    assert fresh.projection.rows == service.projection.rows
-    assert fresh.projection.next_id == service.projection.next_id == 7
-    await Flusher(fresh.projection).flush()
-    assert verify(data_dir) == []
-    assert_files_match_live(data_dir, service, "after index rebuild")
+    fresh, report = await started(data_dir)
+    try:
+        if flushed == "issue files, no index":
+            assert report.index_missing
+            assert report.caught_up == 6
+        else:
+            assert report.caught_up == 5  # issue 5 did not change after the index
+        assert_same_issues(live, fresh, "stale start")
+        assert fresh.read_model.rows == rows
+        assert fresh.head == head
+        # ids are never reused, even though the newest issue was deleted
+        created = await fresh.handle(parse.create_issue({"title": "next"}), API)
+        assert created.issue.id == 7
+        live[7] = created.issue
+        rows[7] = fresh.read_model.rows[7]
+        head = fresh.head
+    finally:
+        await fresh.stop()
+    assert await verify(data_dir) == []
+    assert_files_match(data_dir, live, rows, head, "after stale start")
 
 
 def _corruptions(good: bytes, old: bytes) -> dict[str, bytes | None]:
@@ -313,50 +332,54 @@ def _corruptions(good: bytes, old: bytes) -> dict[str, bytes | None]:
 @pytest.mark.parametrize("kind", ["missing", "empty", "garbage", "half", "a list", "older version"])
 async def test_damaged_issue_file_is_recovered_from_the_log(tmp_path: Path, kind: str) -> None:
     data_dir = tmp_path / "data"
-    service, flusher = await _base(data_dir)
+    service = await _base(data_dir)
     path = data_dir / "issues" / "2.yaml"
     old = path.read_bytes()
     await service.handle(parse.update_issue(2, {"status": "groomed", "plan": "p\u2028"}), API)
-    await flusher.flush()
+    live = live_state(service)
+    await service.stop()
     good = path.read_bytes()
     assert good != old
-    live = live_state(service)
 
     damage = _corruptions(good, old)[kind]
     if damage is None:
         path.unlink()
     else:
         path.write_bytes(damage)
-    assert verify(data_dir) != []  # verify notices
+    assert await verify(data_dir) != []  # verify notices
 
-    fresh = IssueService(data_dir)
-    assert fresh.load().replayed == []  # the index is current; the issue file is not
-    assert_same_issues(live, fresh, f"{kind} issue file")
-    await Flusher(fresh.projection).flush()
+    fresh, report = await started(data_dir)
+    try:
+        assert report.caught_up == 0  # the index is current; the issue file is not
+        assert_same_issues(live, fresh, f"{kind} issue file")
+    finally:
+        await fresh.stop()
     assert path.read_bytes() == good
-    assert verify(data_dir) == []
+    assert await verify(data_dir) == []
 
 
 async def test_replay_restores_deleted_projection_files(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    service, flusher = await _base(data_dir)
+    service = await _base(data_dir)
     await _more(service)
-    await flusher.flush()
     live = live_state(service)
+    await service.stop()
     before, _, _ = read_files(data_dir)
     index = (data_dir / "issues.yaml").read_bytes()
     for path in (data_dir / "issues").iterdir():
         path.unlink()
     (data_dir / "issues.yaml").unlink()
     (data_dir / "issues" / "99.yaml").write_bytes(b"id: 99\n")  # a file with no log
-    problems = verify(data_dir)
+    problems = await verify(data_dir)
     assert "issues/99.yaml: has no event log" in problems
     assert "issues.yaml: missing or unreadable" in problems
-    replay(data_dir)
+    await replay(data_dir)
     after, _, _ = read_files(data_dir)
     assert after == before
     assert (data_dir / "issues.yaml").read_bytes() == index
-    assert verify(data_dir) == []
-    fresh = IssueService(data_dir)
-    fresh.load()
-    assert_same_issues(live, fresh, "after replay")
+    assert await verify(data_dir) == []
+    fresh, _ = await started(data_dir)
+    try:
+        assert_same_issues(live, fresh, "after replay")
+    finally:
+        await fresh.stop()

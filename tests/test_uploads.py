@@ -23,7 +23,7 @@ from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient
 
 from hydraissue.config import Config
-from tests.conftest import ClientFactory
+from tests.conftest import ClientFactory, settled
 from web.app import create_app
 
 Client = TestClient[Any, web.Application]
@@ -335,6 +335,7 @@ async def test_uploads_of_a_deleted_issue_are_gone(
     assert folder.is_dir()
     resp = await client.delete(f"/api/v1/issues/{issue['id']}", headers=auth)
     assert resp.status == 204
+    await settled(client)  # the clean-up is a background subscriber
     assert not folder.exists()
     for attachment in attachments:
         assert (await client.get(attachment["url"])).status == 404

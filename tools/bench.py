@@ -683,7 +683,7 @@ def start_server(
             raise RuntimeError("server did not answer /api/v1/health within 60 s")
         time.sleep(0.005)
     report.startup_log = wait_for_line(log, r"loaded \d+ issues", proc, 5)
-    report.index_current = bool(re.search(r"\(0 replayed from their logs\)", report.startup_log))
+    report.index_current = bool(re.search(r"\(0 folded from their logs\)", report.startup_log))
     say(
         f"  {report.startup_s:.3f}s to a healthy answer ({issues} live issues); server log: "
         f"{report.startup_log.split(': ', 1)[-1]}"

@@ -4,11 +4,13 @@
 
 Every event goes through the same code the service's write path uses: commands are
 built as the API parser would build them, ``hydraissue.decide.decide`` turns them into
-events, they are stamped with seq / global pos / UTC time / actor exactly as
-``IssueService.handle`` stamps them, folded with ``hydraissue.evolve.fold`` (so every
-status transition is one the lifecycle allows), and written with
-``events.log.EventLog.append`` (one append + fsync per issue, in parallel threads).
-``projections.rebuild.replay`` then builds the issue files and the index.
+events, they are stamped with seq / global pos / UTC time / actor as the event store
+stamps them, folded with ``hydraissue.evolve.fold`` (so every status transition is one
+the lifecycle allows), and encoded with ``events.logs.encode`` into one log per issue
+(written and fsynced in parallel threads: a year of history cannot go through a live
+store's commit path in reasonable time). Opening ``events.filestore.FileEventStore``
+then builds its position index from those logs, and ``projections.rebuild.replay``
+builds the issue files and the index.
 
 The history is one global timeline: issues are created over about a year, each gets
 ~10 events (comments, nim actions, triage, status moves along the lifecycle, now and
@@ -18,7 +20,9 @@ then a deletion), and global positions follow time across all issues.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import heapq
+import os
 import random
 import sys
 import time
@@ -28,8 +32,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from events.log import EventLog
-from events.model import Actor, Event
+from events.filestore import FileEventStore
+from events.fsio import fsync_dir
+from events.logs import encode
+from events.model import Actor, Event, NewEvent
 from hydraissue.commands import (
     AddComment,
     Command,
@@ -40,7 +46,6 @@ from hydraissue.commands import (
 )
 from hydraissue.datadir import DataDirLock
 from hydraissue.decide import decide
-from hydraissue.decide import stamp as stamp_events
 from hydraissue.evolve import fold
 from hydraissue.model import CATEGORIES, PRIORITIES, Issue
 from projections.rebuild import ReplayResult, replay
@@ -349,8 +354,24 @@ def timeline(
         yield at, issue_id, step
 
 
+def stamp_events(
+    state: Issue | None,
+    issue_id: int,
+    decided: list[NewEvent],
+    first_pos: int,
+    at: str,
+    actor: Actor,
+) -> list[Event]:
+    """Seq after the state's, positions from ``first_pos``: as the store stamps a commit."""
+    seq = state.seq if state else 0
+    return [
+        Event(issue_id, seq + n, first_pos + n - 1, new.type, at, actor, new.data)
+        for n, new in enumerate(decided, start=1)
+    ]
+
+
 def build_events(issues: int, per_issue: int, seed: int) -> dict[int, list[Event]]:
-    """Run every command through decide/evolve and stamp events like the service does."""
+    """Run every command through decide/evolve and stamp events like the store does."""
     rng = random.Random(seed)
     now = EPOCH + SPAN
     states: dict[int, Issue | None] = {}
@@ -369,12 +390,32 @@ def build_events(issues: int, per_issue: int, seed: int) -> dict[int, list[Event
     return events
 
 
+def write_log(folder: Path, issue_events: list[Event]) -> None:
+    path = folder / f"{issue_events[0].issue_id}.yaml"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, b"".join(encode(e) for e in issue_events))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_logs(data_dir: Path, events: dict[int, list[Event]], threads: int) -> None:
-    """One durable append per issue, as many appends in flight as ``threads``."""
-    log = EventLog(data_dir)
+    """One log per issue, written and fsynced, ``threads`` at a time; then the folder."""
+    folder = data_dir / "events"
+    folder.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        for _ in pool.map(log.append, events.values(), chunksize=64):
+        for _ in pool.map(lambda e: write_log(folder, e), events.values(), chunksize=64):
             pass
+    fsync_dir(folder)
+
+
+async def index_and_replay(data_dir: Path) -> ReplayResult:
+    """Open the store once (it indexes the positions of the new logs), then replay."""
+    store = FileEventStore(data_dir)
+    await store.open()
+    await store.close()
+    return await replay(data_dir)
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,7 +443,7 @@ def seed(
         generated = time.monotonic()
         write_logs(data_dir, events, threads)
         written = time.monotonic()
-        result = replay(data_dir)
+        result = asyncio.run(index_and_replay(data_dir))
         replayed = time.monotonic()
     finally:
         lock.release()

@@ -7,15 +7,17 @@ import time
 import orjson
 from aiohttp import web
 
-from events.model import Actor
 from hydraissue import __version__, parse
-from hydraissue.commands import DeleteIssue
+from hydraissue.commands import Actor, DeleteIssue
 from hydraissue.decide import etag_matches
 from hydraissue.errors import Invalid, NotFound
-from hydraissue.model import Issue, display_key
+from hydraissue.model import Issue
+from hydraissue.service import Outcome
 from projections.query import parse_list_query
 from web.forms import read_form, upload_limits
-from web.keys import CONFIG, RUNBOOK, SERVICE, STARTED
+from web.keys import CONFIG, ISSUE_JSON, RUNBOOK, SERVICE, STARTED
+from web.middleware import fingerprint_form, idempotency_of, mark_replayed
+from web.representation import attachment_dict
 from web.responses import json_response, public_base, read_json
 
 routes = web.RouteTableDef()
@@ -30,19 +32,16 @@ def issue_id_of(request: web.Request) -> int:
     return found
 
 
-def live_issue(request: web.Request, issue_id: int) -> Issue:
-    issue = request.app[SERVICE].projection.issue(issue_id)
-    if issue is None:
-        raise NotFound(f"{display_key(issue_id)} does not exist", {"id": issue_id})
-    return issue
-
-
-def issue_response(request: web.Request, issue: Issue, status: int = 200) -> web.Response:
+def issue_response(
+    request: web.Request, issue: Issue, status: int = 200, outcome: Outcome | None = None
+) -> web.Response:
     headers = {"ETag": issue.etag}
     if status == 201:
         headers["Location"] = f"/api/v1/issues/{issue.id}"
-    body = request.app[SERVICE].projection.issue_json(issue)
-    return json_response(body, status=status, headers=headers)
+    body = request.app[ISSUE_JSON].render(issue)
+    response = json_response(body, status=status, headers=headers)
+    mark_replayed(response, outcome.replayed if outcome else None)
+    return response
 
 
 async def body_of(request: web.Request) -> object:
@@ -51,13 +50,14 @@ async def body_of(request: web.Request) -> object:
 
 @routes.get("/api/v1/health")
 async def health(request: web.Request) -> web.Response:
+    status, extra = request.app[SERVICE].health()
     return json_response(
         {
             "service": "hydraissue",
             "version": __version__,
-            "status": "ok",
+            "status": status,
             "uptime_seconds": int(time.monotonic() - request.app[STARTED]),
-            "extra": {"issues": request.app[SERVICE].projection.count()},
+            "extra": extra,
         }
     )
 
@@ -70,26 +70,28 @@ async def runbook(request: web.Request) -> web.Response:
 @routes.post("/api/v1/issues")
 async def create_issue(request: web.Request) -> web.Response:
     command = parse.create_issue(await body_of(request))
-    outcome = await request.app[SERVICE].handle(command, Actor("api", command.reporter))
-    return issue_response(request, outcome.issue, 201)
+    outcome = await request.app[SERVICE].handle(
+        command, Actor("api", command.reporter), idempotency_of(request)
+    )
+    return issue_response(request, outcome.issue, 201, outcome)
 
 
 @routes.get("/api/v1/issues")
 async def list_issues(request: web.Request) -> web.Response:
     query = parse_list_query(request.query)
-    total, body = request.app[SERVICE].projection.query_json(query)
+    total, page = request.app[SERVICE].query(query)
     headers = {"X-Total-Count": str(total)}
     if query.offset + query.limit < total:
         next_url = request.rel_url.update_query(
             offset=query.offset + query.limit, limit=query.limit
         )
         headers["Link"] = f'<{public_base(request)}{next_url}>; rel="next"'
-    return json_response(body, headers=headers)
+    return json_response(request.app[ISSUE_JSON].page(page), headers=headers)
 
 
 @routes.get("/api/v1/issues/{id}")
 async def get_issue(request: web.Request) -> web.Response:
-    issue = live_issue(request, issue_id_of(request))
+    issue = await request.app[SERVICE].get(issue_id_of(request))
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match and etag_matches(if_none_match, issue.etag, weak=True):
         return web.Response(status=304, headers={"ETag": issue.etag})
@@ -109,6 +111,7 @@ async def patch_issue(request: web.Request) -> web.Response:
 async def delete_issue(request: web.Request) -> web.Response:
     command = DeleteIssue(issue_id_of(request), request.headers.get("If-Match"))
     await request.app[SERVICE].handle(command, API_ACTOR)
+    request.app[ISSUE_JSON].forget(command.issue_id)
     return web.Response(status=204)
 
 
@@ -124,37 +127,49 @@ async def put_plan(request: web.Request) -> web.Response:
 @routes.post("/api/v1/issues/{id}/comments")
 async def add_comment(request: web.Request) -> web.Response:
     command = parse.add_comment(issue_id_of(request), await body_of(request))
-    outcome = await request.app[SERVICE].handle(command, Actor("api", command.author))
-    comment = outcome.issue.comments[-1]
-    return json_response(comment.to_dict(), status=201)
+    outcome = await request.app[SERVICE].handle(
+        command, Actor("api", command.author), idempotency_of(request)
+    )
+    if outcome.replayed is not None:
+        comment = next(c for c in outcome.issue.comments if c.id == outcome.replayed.ref)
+    else:
+        comment = outcome.issue.comments[-1]
+    return mark_replayed(json_response(comment.to_dict(), status=201), outcome.replayed)
 
 
 @routes.post("/api/v1/issues/{id}/nim-actions")
 async def add_nim_action(request: web.Request) -> web.Response:
     command = parse.record_nim_action(issue_id_of(request), await body_of(request))
-    outcome = await request.app[SERVICE].handle(command, Actor("api", command.name))
-    return json_response(outcome.issue.nim_actions[-1].to_dict(), status=201)
+    outcome = await request.app[SERVICE].handle(
+        command, Actor("api", command.name), idempotency_of(request)
+    )
+    actions = outcome.issue.nim_actions
+    ref = outcome.replayed.ref if outcome.replayed is not None else None
+    action = actions[ref] if isinstance(ref, int) and 0 <= ref < len(actions) else actions[-1]
+    return mark_replayed(json_response(action.to_dict(), status=201), outcome.replayed)
 
 
 @routes.get("/api/v1/issues/{id}/events")
 async def issue_events(request: web.Request) -> web.Response:
-    issue_id = issue_id_of(request)
-    events = await request.app[SERVICE].history(issue_id)
-    if events is None:
-        raise NotFound(f"{display_key(issue_id)} does not exist", {"id": issue_id})
-    return json_response(orjson.dumps(events))  # orjson reads the event dataclasses
+    events = await request.app[SERVICE].history(issue_id_of(request))
+    return json_response(orjson.dumps([e.public_dict() for e in events]))
 
 
 @routes.post("/api/v1/issues/{id}/attachments")
 async def add_attachment(request: web.Request) -> web.Response:
     issue_id = issue_id_of(request)
-    live_issue(request, issue_id)
     service = request.app[SERVICE]
+    await service.get(issue_id)
     post = await read_form(request, service.uploads, upload_limits(request.app[CONFIG]), "file")
     if post.too_large is not None:
         raise post.too_large
     if len(post.files) != 1:
         service.uploads.discard(post.files)
         raise Invalid("file", "send exactly one file in the multipart field 'file'")
-    outcome = await service.attach(issue_id, post.files[0], API_ACTOR)
-    return json_response(outcome.issue.attachments[-1].to_dict(), status=201)
+    idem = fingerprint_form(request, post.fields, post.files)
+    outcome = await service.attach(issue_id, post.files[0], API_ACTOR, idem)
+    attachments = outcome.issue.attachments
+    ref = outcome.replayed.ref if outcome.replayed is not None else None
+    attachment = next((a for a in attachments if a.filename == ref), attachments[-1])
+    body = attachment_dict(issue_id, attachment)
+    return mark_replayed(json_response(body, status=201), outcome.replayed)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,15 +12,25 @@ from aiohttp import web
 
 from hydraissue.config import Config
 from hydraissue.datadir import DataDirLock
-from hydraissue.idempotency import IdempotencyStore
 from hydraissue.ratelimit import RateLimiter
 from hydraissue.service import IssueService
 from hydraissue.uploads import human
-from web import api, public
+from web import api, feed, public
 from web.clientip import networks
-from web.keys import CONFIG, IDEMPOTENCY, RATE_LIMITER, RUNBOOK, SERVICE, STARTED, TRUSTED_PROXIES
+from web.keys import (
+    CONFIG,
+    FEED_KEEPALIVE,
+    ISSUE_JSON,
+    KEY_LOCKS,
+    RATE_LIMITER,
+    RUNBOOK,
+    SERVICE,
+    STARTED,
+    TRUSTED_PROXIES,
+)
 from web.middleware import bearer_auth, errors, idempotency, security_headers
 from web.render import when
+from web.representation import IssueJson
 
 HERE = Path(__file__).resolve().parent
 
@@ -34,7 +43,9 @@ def runbook_text() -> bytes:
     return b"# HydraIssue runbook\n\nThe runbook was not packaged with this build.\n"
 
 
-def create_app(config: Config, *, own_lock: bool = True) -> web.Application:
+def create_app(
+    config: Config, *, own_lock: bool = True, feed_keepalive: float = 15.0
+) -> web.Application:
     app = web.Application(
         middlewares=[errors, bearer_auth, idempotency],
         client_max_size=config.max_json_bytes,
@@ -44,6 +55,10 @@ def create_app(config: Config, *, own_lock: bool = True) -> web.Application:
     app[STARTED] = time.monotonic()
     app[RATE_LIMITER] = RateLimiter(config.report_rate_limit)
     app[TRUSTED_PROXIES] = networks(config.trusted_proxies)
+    app[ISSUE_JSON] = IssueJson()
+    app[KEY_LOCKS] = {}
+    app[FEED_KEEPALIVE] = feed_keepalive
+    app[feed.FRAME_CACHE] = feed.Frames()
     env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -53,10 +68,18 @@ def create_app(config: Config, *, own_lock: bool = True) -> web.Application:
     env.filters["when"] = when
     app.on_response_prepare.append(security_headers)
     app.add_routes(api.routes)
+    app.add_routes(feed.routes)
     app.add_routes(public.routes)
     app.router.add_static("/static", HERE / "static")
     app.cleanup_ctx.append(_storage(own_lock))
+    app.on_shutdown.append(_close_feeds)
     return app
+
+
+async def _close_feeds(app: web.Application) -> None:
+    """Live-feed clients end before the server waits for open requests to finish."""
+    if SERVICE in app:
+        app[SERVICE].feed.close_all()
 
 
 def _storage(own_lock: bool):  # type: ignore[no-untyped-def]
@@ -70,10 +93,7 @@ def _storage(own_lock: bool):  # type: ignore[no-untyped-def]
         service = IssueService(data_dir)
         try:
             await service.start()
-            store = IdempotencyStore(data_dir)
-            await asyncio.to_thread(store.load)
             app[SERVICE] = service
-            app[IDEMPOTENCY] = store
             yield
         finally:
             await service.stop()

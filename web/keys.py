@@ -1,18 +1,25 @@
-"""Typed application keys: the only way handlers reach shared objects."""
+"""Typed application and request keys: the only way handlers reach shared objects."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from hydraissue.config import Config
-from hydraissue.idempotency import IdempotencyStore
 from hydraissue.ratelimit import RateLimiter
-from hydraissue.service import IssueService
+from hydraissue.service import Idempotency, IssueService
+from web.representation import IssueJson
 
 CONFIG = web.AppKey("config", Config)
 SERVICE = web.AppKey("service", IssueService)
-IDEMPOTENCY = web.AppKey("idempotency", IdempotencyStore)
+ISSUE_JSON = web.AppKey("issue_json", IssueJson)
 STARTED = web.AppKey("started", float)
 RUNBOOK = web.AppKey("runbook", bytes)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple)
+KEY_LOCKS = web.AppKey("key_locks", dict)
+FEED_KEEPALIVE = web.AppKey("feed_keepalive", float)
+
+# Set by the idempotency middleware: the scoped key, and (for bodies it can read whole)
+# the request's fingerprint; multipart handlers compute theirs from what they received.
+IDEMPOTENCY_KEY = web.RequestKey("idempotency_key", str)
+IDEMPOTENCY = web.RequestKey("idempotency", Idempotency)

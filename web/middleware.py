@@ -1,26 +1,31 @@
-"""The three cross-cutting edges: errors, bearer auth, idempotent POSTs."""
+"""The cross-cutting edges: errors, security headers, bearer auth, idempotent POSTs."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import aiohttp_jinja2
+import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from hydraissue.errors import DomainError, Invalid, TooManyRequests
-from hydraissue.idempotency import WINDOW_SECONDS, Stored
-from web.keys import CONFIG, IDEMPOTENCY
+from hydraissue.service import Idempotency
+from hydraissue.uploads import Received
+from web.keys import CONFIG, IDEMPOTENCY, IDEMPOTENCY_KEY, KEY_LOCKS
 from web.responses import JSON, error_body
 
 log = logging.getLogger("hydraissue.web")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+R = TypeVar("R", bound=web.StreamResponse)
 API = "/api/v1/"
 PUBLIC_API = frozenset({"/api/v1/health", "/api/v1/runbook"})
 
@@ -143,60 +148,59 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     return await handler(request)
 
 
-REPLAYED_HEADERS = ("Location", "ETag")
+@contextlib.asynccontextmanager
+async def _holding(locks: dict[str, asyncio.Lock], key: str) -> AsyncIterator[None]:
+    """Serialise requests with the same key, so a concurrent retry waits for the first."""
+    lock = locks.setdefault(key, asyncio.Lock())
+    try:
+        async with lock:
+            yield
+    finally:
+        if not lock.locked():
+            locks.pop(key, None)
 
 
 @web.middleware
 async def idempotency(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An ``Idempotency-Key`` on a POST: scope it, fingerprint the request, hold its lock.
+
+    The service looks the key up and commits it with the event it produces, so the
+    record is as durable as the write; handlers mark a replayed answer.
+    """
     key = request.headers.get("Idempotency-Key")
     if request.method != "POST" or key is None:
         return await handler(request)
     if not key.strip() or len(key) > 255:
         raise Invalid("Idempotency-Key", "must be 1 to 255 characters")
-    if request.content_type.startswith("multipart/"):
-        # Uploads are streamed to disk, never held whole, so there is no body to compare.
-        raise Invalid(
-            "Idempotency-Key",
-            "is not supported on multipart uploads; send the request without it",
-        )
-    store = request.app[IDEMPOTENCY]
-    key = f"{'api' if request.path.startswith(API) else 'public'}:{key}"
+    scoped = f"{'api' if request.path.startswith(API) else 'public'}:{key}"
+    async with _holding(request.app[KEY_LOCKS], scoped):
+        request[IDEMPOTENCY_KEY] = scoped
+        if not request.content_type.startswith("multipart/"):
+            digest = hashlib.sha256(f"{request.method} {request.path_qs}\n".encode())
+            digest.update(await request.read())
+            request[IDEMPOTENCY] = Idempotency(scoped, digest.hexdigest())
+        return await handler(request)
+
+
+def fingerprint_form(
+    request: web.Request, fields: dict[str, str], files: Sequence[Received]
+) -> Idempotency | None:
+    """The fingerprint of a multipart post, from what was received (files by digest)."""
+    key = request.get(IDEMPOTENCY_KEY)
+    if key is None:
+        return None
     digest = hashlib.sha256(f"{request.method} {request.path_qs}\n".encode())
-    digest.update(await request.read())
-    fingerprint = digest.hexdigest()
-    async with store.locked(key):
-        stored = store.get(key)
-        if stored is not None:
-            if stored.fingerprint != fingerprint:
-                return _json_error(
-                    422,
-                    "Idempotency-Key was already used with a different request; use a new key",
-                    {"key": request.headers["Idempotency-Key"]},
-                )
-            headers = {**stored.headers, "Idempotent-Replayed": "true"}
-            return web.Response(
-                body=stored.body,
-                status=stored.status,
-                content_type=stored.content_type,
-                headers=headers,
-            )
-        response = await handler(request)
-        if 200 <= response.status < 300 and isinstance(response, web.Response):
-            body = response.body
-            if isinstance(body, bytes):
-                await store.put(
-                    Stored(
-                        key=key,
-                        fingerprint=fingerprint,
-                        status=response.status,
-                        content_type=response.content_type,
-                        body=body,
-                        headers={
-                            name: response.headers[name]
-                            for name in REPLAYED_HEADERS
-                            if name in response.headers
-                        },
-                        expires=time.time() + WINDOW_SECONDS,
-                    )
-                )
-        return response
+    digest.update(orjson.dumps(sorted(fields.items())))
+    for received in files:
+        digest.update(f"\n{received.name}\n{received.sha256}".encode())
+    return Idempotency(key, digest.hexdigest())
+
+
+def idempotency_of(request: web.Request) -> Idempotency | None:
+    return request.get(IDEMPOTENCY)
+
+
+def mark_replayed(response: R, replayed: object) -> R:
+    if replayed is not None:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response

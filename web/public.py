@@ -8,7 +8,7 @@ from urllib.parse import quote
 import aiohttp_jinja2
 from aiohttp import web
 
-from events.model import Actor
+from hydraissue.commands import Actor
 from hydraissue.errors import NotFound, TooManyRequests
 from hydraissue.model import CATEGORIES, display_key
 from hydraissue.parse import issue_id
@@ -17,8 +17,9 @@ from hydraissue.uploads import INLINE_TYPES
 from web.clientip import client_ip
 from web.forms import read_form, upload_limits
 from web.keys import CONFIG, RATE_LIMITER, SERVICE, TRUSTED_PROXIES
-from web.middleware import wants_json
+from web.middleware import fingerprint_form, mark_replayed, wants_json
 from web.render import field_value, markdown
+from web.representation import attachment_dict, issue_dict
 from web.responses import json_response, public_base
 
 routes = web.RouteTableDef()
@@ -34,7 +35,7 @@ def render_form(
         "values": values,
         "errors": errors or {},
         "extras": [(name, values[name]) for name in extra_fields(values)],
-        "projects": request.app[SERVICE].projection.known_projects(),
+        "projects": request.app[SERVICE].read_model.known_projects(),
         "categories": CATEGORIES,
         "limits": upload_limits(request.app[CONFIG]),
     }
@@ -72,19 +73,23 @@ async def submit_report(request: web.Request) -> web.StreamResponse:
         if wants_json(request):
             raise
         return render_form(request, post.fields, exc.errors, 400)
-    issue = await service.create_with_attachments(
-        command, post.files, Actor("public", command.reporter)
+    idem = fingerprint_form(request, post.fields, post.files)
+    outcome = await service.create_with_attachments(
+        command, post.files, Actor("public", command.reporter), idem
     )
+    issue = outcome.issue
     url = f"/issues/{issue.id}"
     if wants_json(request):
-        body: dict[str, Any] = issue.to_dict()
+        body: dict[str, Any] = issue_dict(issue)
         # The public view's address; null when that view is switched off.
         body["url"] = f"{public_base(request)}{url}" if request.app[CONFIG].public_view else None
-        return json_response(body, status=201, headers={"Location": url})
+        response = json_response(body, status=201, headers={"Location": url})
+        return mark_replayed(response, outcome.replayed)
     target = (
         f"{url}?reported=1" if request.app[CONFIG].public_view else f"/report/thanks?id={issue.id}"
     )
-    raise web.HTTPSeeOther(target)
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed is not None else None
+    raise web.HTTPSeeOther(target, headers=headers)
 
 
 @routes.get("/report/thanks")
@@ -104,7 +109,7 @@ async def issue_page(request: web.Request) -> web.Response:
     found = issue_id(raw)
     issue = None
     if request.app[CONFIG].public_view and found is not None:
-        issue = request.app[SERVICE].projection.issue(found)
+        issue = request.app[SERVICE].issue(found)
     if issue is None:
         raise NotFound("There is no such issue.", {"id": raw})
     context = {
@@ -113,8 +118,16 @@ async def issue_page(request: web.Request) -> web.Response:
         "key": display_key(issue.id),
         "description": markdown(issue.description) if issue.description.strip() else "",
         "custom_fields": [(k, field_value(v)) for k, v in issue.custom_fields.items()],
-        "images": [a for a in issue.attachments if a.content_type in INLINE_TYPES],
-        "files": [a for a in issue.attachments if a.content_type not in INLINE_TYPES],
+        "images": [
+            attachment_dict(issue.id, a)
+            for a in issue.attachments
+            if a.content_type in INLINE_TYPES
+        ],
+        "files": [
+            attachment_dict(issue.id, a)
+            for a in issue.attachments
+            if a.content_type not in INLINE_TYPES
+        ],
         "comments": [
             {"author": c.author, "created_at": c.created_at, "html": markdown(c.text)}
             for c in issue.comments
@@ -128,7 +141,7 @@ async def serve_upload(request: web.Request) -> web.StreamResponse:
     raw_id, filename = request.match_info["id"], request.match_info["filename"]
     service = request.app[SERVICE]
     found = issue_id(raw_id)
-    issue = service.projection.issue(found) if found is not None else None
+    issue = service.issue(found) if found is not None else None
     attachment = (
         next((a for a in issue.attachments if a.filename == filename), None) if issue else None
     )

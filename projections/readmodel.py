@@ -1,0 +1,277 @@
+"""The in-memory read model every read is served from. One job: apply committed events
+and answer queries.
+
+It is the store's first subscriber, applied inside the commit (``EventStore.listen``)
+before any append returns, so a response always shows its own write. Index rows of all
+issues are in memory from start-up; full issues are handed in by whoever loads them
+(start-up catch-up, the warm-up, or the ``loader`` for an issue not loaded yet). The
+read model itself does no I/O beyond calling that loader, and writes no file.
+
+Applying is idempotent per issue: an event whose seq the state already has is skipped,
+so the same event may be applied twice (a replayed tail) without harm. An event that
+does not follow the state it finds (a gap) marks the issue ``needs_fold``: whoever owns
+I/O then folds its log and hands the state in with ``put``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from events.model import Event
+from hydraissue.evolve import evolve
+from hydraissue.model import Issue
+from projections.keys import KeyRecord, record_for
+from projections.query import ListQuery, row_matches, sort_key
+from projections.rows import IndexRow, row_for
+
+FACETS = ("status", "category", "priority", "project")
+RESULT_CACHE = 256  # distinct filters whose sorted ids are kept
+PRUNE_EVERY = 600.0  # seconds between sweeps of expired idempotency records
+
+Loader = Callable[[int], Issue | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the index writer persists: rows and keys as of (at least) ``position``."""
+
+    rows: list[IndexRow]
+    keys: list[KeyRecord]
+
+
+class IssueReadModel:
+    def __init__(self, loader: Loader | None = None) -> None:
+        self.rows: dict[int, IndexRow] = {}
+        self.position = 0  # the highest position applied
+        self.unavailable: dict[int, str] = {}  # damaged logs: issue id -> reason
+        self.needs_fold: set[int] = set()
+        self.keys: dict[str, KeyRecord] = {}
+        self._loader: Loader = loader or (lambda _id: None)
+        self._states: dict[int, Issue] = {}
+        self._search: dict[int, str] = {}
+        self._live: list[int] = []  # live ids, ascending = creation order
+        self._facets: dict[str, dict[str | None, set[int]]] = {f: {} for f in FACETS}
+        self._results: OrderedDict[tuple[object, ...], tuple[int, list[int]]] = OrderedDict()
+        self._generation = 0  # bumped by every change of rows: invalidates _results
+        self._pruned = time.time()
+
+    # -- loading -------------------------------------------------------------------
+
+    def set_loader(self, loader: Loader) -> None:
+        self._loader = loader
+
+    def load(self, rows: Iterable[IndexRow], keys: Iterable[KeyRecord], position: int) -> None:
+        """Start from a snapshot (the index): rows of every issue, full issues not yet."""
+        for row in rows:
+            self._set_row(row)
+        now = time.time()
+        self.keys = {k.key: k for k in keys if k.expires > now}
+        self.position = position
+
+    def put(self, issue: Issue) -> None:
+        """Hand in an issue's whole current state (folded from its log, or loaded)."""
+        self.needs_fold.discard(issue.id)
+        self.unavailable.pop(issue.id, None)
+        self._store(issue)
+
+    def remember(self, record: KeyRecord) -> None:
+        self.keys[record.key] = record
+
+    def forget(self, issue_id: int) -> None:
+        """Drop an issue that has no log (a row in an old index): the log is the truth."""
+        row = self.rows.pop(issue_id, None)
+        if row is not None:
+            self._remove_row(row)
+            self._generation += 1
+        self._states.pop(issue_id, None)
+        self._search.pop(issue_id, None)
+
+    def mark_unavailable(self, issue_id: int, reason: str) -> None:
+        self.forget(issue_id)
+        self.unavailable[issue_id] = reason
+
+    def warm(self, ids: Iterable[int]) -> None:
+        """Load full issues for ``ids`` now, so later reads call no loader."""
+        for issue_id in ids:
+            self.issue(issue_id)
+
+    def unloaded(self) -> list[int]:
+        return [i for i in self._live if i not in self._states]
+
+    def loaded(self, issue_id: int) -> Issue | None:
+        """The full issue if it is in memory (no loader call), live or deleted."""
+        return self._states.get(issue_id)
+
+    # -- applying ------------------------------------------------------------------
+
+    def apply(self, events: Sequence[Event]) -> None:
+        """Apply committed events in position order (the store's commit listener)."""
+        for event in events:
+            self.apply_one(event)
+
+    def apply_one(self, event: Event) -> None:
+        issue_id = event.issue_id
+        if event.pos > self.position:
+            self.position = event.pos
+        if issue_id in self.needs_fold or issue_id in self.unavailable:
+            return
+        state = self._current(issue_id)
+        seq = state.seq if state is not None else 0
+        if event.seq <= seq:
+            return  # already in the state
+        if event.seq != seq + 1:
+            self.needs_fold.add(issue_id)
+            self._states.pop(issue_id, None)
+            return
+        new = evolve(state, event)
+        self._store(new)
+        if event.meta:
+            record = record_for(event, new)
+            if record is not None:
+                self.keys[record.key] = record
+                self._prune_keys()
+
+    def _current(self, issue_id: int) -> Issue | None:
+        state = self._states.get(issue_id)
+        if state is not None:
+            return state
+        row = self.rows.get(issue_id)
+        if row is None:
+            return None
+        loaded = self._loader(issue_id)
+        if loaded is not None and loaded.seq == row.seq:
+            self._states[issue_id] = loaded
+            return loaded
+        # The row knows this issue but there is no matching full state to build on.
+        self.needs_fold.add(issue_id)
+        return None
+
+    def _store(self, issue: Issue) -> None:
+        old = self.rows.get(issue.id)
+        row = row_for(issue)
+        if old != row:
+            if old is not None:
+                self._remove_row(old)
+            self._set_row(row)
+        self._search.pop(issue.id, None)
+        self._states[issue.id] = issue
+
+    def _prune_keys(self) -> None:
+        now = time.time()
+        if now - self._pruned > PRUNE_EVERY:
+            self._pruned = now
+            self.keys = {k: r for k, r in self.keys.items() if r.expires > now}
+
+    def _set_row(self, row: IndexRow) -> None:
+        self._generation += 1
+        self.rows[row.id] = row
+        if row.deleted:
+            return
+        index = bisect.bisect_left(self._live, row.id)
+        if index == len(self._live) or self._live[index] != row.id:
+            self._live.insert(index, row.id)
+        for facet in FACETS:
+            self._facets[facet].setdefault(getattr(row, facet), set()).add(row.id)
+
+    def _remove_row(self, row: IndexRow) -> None:
+        if row.deleted:
+            return
+        index = bisect.bisect_left(self._live, row.id)
+        if index < len(self._live) and self._live[index] == row.id:
+            del self._live[index]
+        for facet in FACETS:
+            self._facets[facet].get(getattr(row, facet), set()).discard(row.id)
+
+    # -- reads ---------------------------------------------------------------------
+
+    def issue(self, issue_id: int) -> Issue | None:
+        """The live issue, or None (never existed, deleted, or waiting to be folded)."""
+        row = self.rows.get(issue_id)
+        if row is None or row.deleted:
+            return None
+        state = self._states.get(issue_id)
+        if state is None and issue_id not in self.needs_fold:
+            state = self._current(issue_id)
+        return state
+
+    def key(self, key: str) -> KeyRecord | None:
+        record = self.keys.get(key)
+        if record is not None and record.expires <= time.time():
+            del self.keys[key]
+            return None
+        return record
+
+    def count(self) -> int:
+        return len(self._live)
+
+    def known_projects(self, limit: int = 50) -> list[str]:
+        """The most used project names (bounded: anyone can name a project on /report)."""
+        used = [(len(ids), p) for p, ids in self._facets["project"].items() if p and ids]
+        return sorted(p for _, p in sorted(used, reverse=True)[:limit])
+
+    def query(self, query: ListQuery) -> tuple[int, list[int]]:
+        """Total matches and the ids of the requested page, from memory.
+
+        The sorted ids of a filter are cached until the next change of any row, so
+        paging through a result and agents polling the same stage cost a slice.
+        """
+        ids = self._matching_ids(query)
+        return len(ids), ids[query.offset : query.offset + query.limit]
+
+    def _matching_ids(self, query: ListQuery) -> list[int]:
+        key = query.filter_key()
+        cached = self._results.get(key)
+        if cached is not None and cached[0] == self._generation:
+            self._results.move_to_end(key)
+            return cached[1]
+        candidates = self._candidates(query)
+        if candidates is None and not query.words and query.sort == "created":
+            ids = self._live
+        else:
+            pool = self._live if candidates is None else candidates
+            rows = [r for r in map(self.rows.__getitem__, pool) if row_matches(r, query)]
+            if query.words:
+                rows = [r for r in rows if self._has_words(r.id, query.words)]
+            rows.sort(key=sort_key(query.sort), reverse=query.sort.startswith("-"))
+            ids = [r.id for r in rows]
+        self._results[key] = (self._generation, ids)
+        if len(self._results) > RESULT_CACHE:
+            self._results.popitem(last=False)
+        return ids
+
+    def _candidates(self, query: ListQuery) -> set[int] | None:
+        """The smallest facet set that bounds the result, or None for 'everything'."""
+        best: set[int] | None = None
+        for facet, wanted in (
+            ("status", query.statuses),
+            ("category", query.categories),
+            ("priority", query.priorities),
+            ("project", query.projects),
+        ):
+            if wanted is None:
+                continue
+            index = self._facets[facet]
+            union: set[int] = set().union(*(index.get(v, ()) for v in wanted))
+            if best is None or len(union) < len(best):
+                best = union
+        return best
+
+    def _has_words(self, issue_id: int, words: tuple[str, ...]) -> bool:
+        text = self._search.get(issue_id)
+        if text is None:
+            issue = self.issue(issue_id)
+            if issue is None:
+                return False
+            text = self._search[issue_id] = f"{issue.title}\n{issue.description}".lower()
+        return all(word in text for word in words)
+
+    def snapshot(self) -> Snapshot:
+        """Rows and live keys now, for the index writer (taken on the event loop)."""
+        now = time.time()
+        return Snapshot(
+            list(self.rows.values()), [k for k in self.keys.values() if k.expires > now]
+        )
