@@ -24,7 +24,7 @@ typecheck: install
 	$(BIN)/mypy
 
 test: lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -rs
 
 bench: install
 	$(BIN)/python tools/bench.py

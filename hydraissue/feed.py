@@ -40,7 +40,8 @@ class FeedClient:
         if not self._pending and not self.overflowed and not self.closed:
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):  # no extra task per wait
+                    await self._wake.wait()
             except TimeoutError:
                 return []
         if self.overflowed or self.closed:

@@ -155,9 +155,9 @@ class IssueService:
             changed = logged
         else:
             checkpoint, rows = index
-            if keys is not None:
-                checkpoint = min(checkpoint, keys[0])
-            checkpoint = min(checkpoint, self.store.head)
+            # Without the keys snapshot, keys are re-derived from every log (rare: the
+            # file was lost); a retry must never miss the record of its first answer.
+            checkpoint = min(checkpoint, keys[0] if keys is not None else 0, self.store.head)
             self.read_model.load(rows, keys[1] if keys else (), checkpoint)
             for issue_id in [i for i in self.read_model.rows if i not in logged]:
                 self.read_model.forget(issue_id)  # a row without a log: the log is the truth
@@ -218,14 +218,21 @@ class IssueService:
                 await self.writer.close()
 
     async def _warm(self) -> None:
-        """Load every full issue in small slices, yielding to requests between them."""
+        """Load every full issue in the background: the files are read and parsed in a
+        worker thread, slice by slice, and handed to the read model on the loop, so
+        requests are served meanwhile (an issue not loaded yet is loaded on demand)."""
         pending = self.read_model.unloaded()
         started = time.monotonic()
         for start in range(0, len(pending), WARM_CHUNK):
-            self.read_model.warm(pending[start : start + WARM_CHUNK])
-            await asyncio.sleep(0)
+            chunk = pending[start : start + WARM_CHUNK]
+            loaded = await asyncio.to_thread(self._read_issue_files, chunk)
+            for issue_id, issue in zip(chunk, loaded, strict=True):
+                self.read_model.offer(issue_id, issue)
         await self._fold_pending()
         log.info("warmed %d issues in %.2fs", len(pending), time.monotonic() - started)
+
+    def _read_issue_files(self, ids: Sequence[int]) -> list[Issue | None]:
+        return [self.files.read_issue(issue_id) for issue_id in ids]
 
     async def _fold_pending(self) -> None:
         """Issues whose file did not match their row: fold them from their logs, and

@@ -99,6 +99,19 @@ class IssueReadModel:
         for issue_id in ids:
             self.issue(issue_id)
 
+    def offer(self, issue_id: int, issue: Issue | None) -> None:
+        """A full issue read in the background: kept if it is what the row describes and
+        nothing loaded the issue meanwhile; a missing or stale file means fold the log."""
+        if issue_id in self._states or issue_id in self.needs_fold:
+            return
+        row = self.rows.get(issue_id)
+        if row is None or row.deleted:
+            return
+        if issue is not None and issue.seq == row.seq and issue.id == issue_id:
+            self._states[issue_id] = issue
+        else:
+            self.needs_fold.add(issue_id)
+
     def unloaded(self) -> list[int]:
         return [i for i in self._live if i not in self._states]
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 BIN = Path(sys.executable).parent / "hydraissue"
 API_TOKEN = "crash-api-token"
@@ -107,6 +108,11 @@ class Record:
     acks: int = 0
     unexpected: list[str] = field(default_factory=list)
     first_ack: asyncio.Event = field(default_factory=asyncio.Event)
+    # reports with attachments: title -> the files sent (name, bytes); acked ids
+    reports: dict[str, list[tuple[str, bytes]]] = field(default_factory=dict)
+    reports_acked: dict[str, int] = field(default_factory=dict)
+    # keyed creates: key -> (title, the id a 201 named, or None when no answer came)
+    keyed: dict[str, tuple[str, int | None]] = field(default_factory=dict)
 
     def acked(self) -> None:
         self.acks += 1
@@ -198,6 +204,137 @@ async def writer(n: int, base: str, rec: Record, stop_at: asyncio.Event) -> None
                 return
 
 
+async def reporter(n: int, base: str, rec: Record, stop_at: asyncio.Event) -> None:
+    """Reports with attachments through /report (one commit each), as the form sends."""
+    step = 0
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        while not stop_at.is_set():
+            step += 1
+            title = f"report {n}/{step}"
+            files = [(f"f{k}.txt", f"{title} file {k} ".encode() * 50) for k in range(1 + step % 3)]
+            rec.reports[title] = files
+            form = aiohttp.FormData()
+            form.add_field("title", title)
+            for name, data in files:
+                form.add_field("attachments", data, filename=name, content_type="text/plain")
+            try:
+                async with session.post(
+                    f"{base}/report", data=form, headers={"Accept": "application/json"}
+                ) as resp:
+                    if resp.status == 201:
+                        rec.reports_acked[title] = (await resp.json())["id"]
+                        rec.acked()
+                    else:
+                        rec.unexpected.append(f"report -> {resp.status} {await resp.text()}")
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                return
+
+
+async def keyed_creator(n: int, base: str, rec: Record, stop_at: asyncio.Event) -> None:
+    """Creates with an Idempotency-Key, to retry after the crash."""
+    step = 0
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        while not stop_at.is_set():
+            step += 1
+            key, title = f"key-{n}-{step}", f"keyed {n}/{step}"
+            rec.keyed[key] = (title, None)
+            try:
+                async with session.post(
+                    f"{base}/api/v1/issues",
+                    json={"title": title},
+                    headers={**AUTH, "Idempotency-Key": key},
+                ) as resp:
+                    if resp.status == 201:
+                        rec.keyed[key] = (title, (await resp.json())["id"])
+                        rec.acked()
+                    else:
+                        rec.unexpected.append(f"keyed -> {resp.status}")
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                return
+
+
+async def check_reports_and_keys(base: str, rec: Record) -> None:
+    """Reports: acknowledged ones exist, and any that exists has all its files (one
+    commit). Keyed creates: a retry with the same key gives the first result."""
+    async with aiohttp.ClientSession() as session:
+        by_title: dict[str, list[dict[str, Any]]] = {}
+        offset = 0
+        while True:
+            async with session.get(
+                f"{base}/api/v1/issues", params={"limit": 1000, "offset": offset}, headers=AUTH
+            ) as resp:
+                chunk = await resp.json()
+            for issue in chunk:
+                by_title.setdefault(issue["title"], []).append(issue)
+            if len(chunk) < 1000:
+                break
+            offset += 1000
+        for title, files in rec.reports.items():
+            found = by_title.get(title, [])
+            if title in rec.reports_acked:
+                assert [i["id"] for i in found] == [rec.reports_acked[title]], title
+            assert len(found) <= 1, f"report {title} was created twice"
+            for issue in found:
+                names = [a["name"] for a in issue["attachments"]]
+                assert names == [name for name, _ in files], (title, names)
+                for attachment, (_, data) in zip(issue["attachments"], files, strict=True):
+                    async with session.get(f"{base}{attachment['url']}") as resp:
+                        assert resp.status == 200
+                        assert await resp.read() == data
+        for key, (title, acked_id) in rec.keyed.items():
+            retries = []
+            for _ in range(2):
+                async with session.post(
+                    f"{base}/api/v1/issues",
+                    json={"title": title},
+                    headers={**AUTH, "Idempotency-Key": key},
+                ) as resp:
+                    assert resp.status == 201, await resp.text()
+                    retries.append(
+                        ((await resp.json())["id"], resp.headers.get("Idempotent-Replayed"))
+                    )
+            if acked_id is not None:
+                assert retries[0] == (acked_id, "true"), (key, retries)
+            else:
+                # committed but unanswered: replayed; never committed: created now, once
+                assert retries[0][1] == "true" or title not in by_title, (key, retries)
+            assert retries[1] == (retries[0][0], "true"), (key, retries)
+            assert len(by_title.get(title, [])) <= 1, f"{title} was created twice"
+
+
+async def check_subscribers_catch_up(base: str) -> None:
+    """Every background subscriber resumed from its checkpoint and reached the head."""
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):
+            async with session.get(f"{base}/api/v1/health") as resp:
+                health = await resp.json()
+            subscribers = health["extra"]["subscribers"]
+            if all(s["lag"] == 0 for s in subscribers.values()):
+                break
+            await asyncio.sleep(0.05)
+        assert health["status"] == "ok", health
+        assert set(subscribers) == {"issue-files", "uploads-cleanup"}
+        assert all(s["lag"] == 0 and s["failures"] == 0 for s in subscribers.values()), health
+        # the stream is whole: positions rise, and every one is an event of a log
+        async with session.get(
+            f"{base}/api/v1/events", params={"limit": 1000}, headers=AUTH
+        ) as resp:
+            page = await resp.json()
+        positions = [e["pos"] for e in page["events"]]
+        assert positions == sorted(set(positions))
+
+
+def check_files_readable(data_dir: Path) -> None:
+    """No file under the data dir is unreadable or a leftover temp file."""
+    leftovers = [p for p in data_dir.rglob("*.tmp")]
+    assert leftovers == [], leftovers
+    for path in data_dir.rglob("*.yaml"):
+        yaml.load(path.read_bytes(), Loader=yaml.CSafeLoader)
+    assert (data_dir / "positions.idx").stat().st_size % 24 == 0
+
+
 def allowed_final_statuses(history: list[tuple[str, bool]]) -> set[str]:
     """The last acknowledged status, or any sent after it whose answer never came."""
     last_ack = max((i for i, (_, ok) in enumerate(history) if ok), default=-1)
@@ -253,6 +390,12 @@ async def test_sigkill_loses_no_acknowledged_write(tmp_path: Path, kill_after: f
         writers = [
             asyncio.create_task(writer(n, first.url, rec, stop_writers)) for n in range(CLIENTS)
         ]
+        writers += [
+            asyncio.create_task(reporter(n, first.url, rec, stop_writers)) for n in range(3)
+        ]
+        writers += [
+            asyncio.create_task(keyed_creator(n, first.url, rec, stop_writers)) for n in range(2)
+        ]
         await asyncio.wait_for(rec.first_ack.wait(), 10)
         await asyncio.sleep(kill_after)
         acks_at_kill = rec.acks
@@ -268,9 +411,12 @@ async def test_sigkill_loses_no_acknowledged_write(tmp_path: Path, kill_after: f
     second = await start_server(data_dir, home, log)
     try:
         await check_acknowledged(second.url, rec)
+        await check_reports_and_keys(second.url, rec)
+        await check_subscribers_catch_up(second.url)
     finally:
         code = stop(second, signal.SIGTERM)
     assert code == 0, second.output()
+    check_files_readable(data_dir)
 
     verified = subprocess.run(
         [str(BIN), "verify", "--data-dir", str(data_dir)],

@@ -117,8 +117,9 @@ async def test_empty_logs_left_by_an_older_build_are_removed(tmp_path: Path) -> 
 # -- 2. idempotency records are derived from the events they came with ------------------
 
 
+@pytest.mark.parametrize("damage", ["torn keys, no index", "keys lost, index current"])
 async def test_keys_survive_a_lost_or_torn_key_snapshot(
-    aiohttp_client: ClientFactory, config: Config, auth: dict[str, str]
+    aiohttp_client: ClientFactory, config: Config, auth: dict[str, str], damage: str
 ) -> None:
     client = await aiohttp_client(create_app(config))
     key = {"Idempotency-Key": "snap-1"}
@@ -127,8 +128,11 @@ async def test_keys_survive_a_lost_or_torn_key_snapshot(
     made = await first.json()
     await client.close()
     keys = config.data_path / "idempotency.yaml"
-    keys.write_bytes(keys.read_bytes()[:-7])  # torn, as by a crash mid-write
-    (config.data_path / "issues.yaml").unlink()  # and an old index: fold the logs again
+    if damage == "torn keys, no index":
+        keys.write_bytes(keys.read_bytes()[:-7])  # torn, as by a crash mid-write
+        (config.data_path / "issues.yaml").unlink()  # and no index: fold the logs again
+    else:
+        keys.unlink()
 
     again = await aiohttp_client(create_app(config))
     retry = await again.post("/api/v1/issues", json={"title": "once"}, headers={**auth, **key})
@@ -157,6 +161,46 @@ async def test_a_keyed_multipart_report_sent_twice_creates_one_issue(
     await assert_json_error(reused, 422)
     listed = await client.get("/api/v1/issues", headers=auth)
     assert listed.headers["X-Total-Count"] == "1"
+
+
+async def test_a_keyed_browser_report_sent_twice_redirects_to_one_issue(
+    client: Client, auth: dict[str, str]
+) -> None:
+    """The HTML path answers 303; its retry must find the first result too."""
+    headers = {**FORM_CT, "Idempotency-Key": "form-1"}
+    first = await client.post("/report", data="title=Twice", headers=headers, allow_redirects=False)
+    assert first.status == 303
+    second = await client.post(
+        "/report", data="title=Twice", headers=headers, allow_redirects=False
+    )
+    assert second.status == 303
+    assert second.headers["Location"] == first.headers["Location"]
+    assert second.headers.get("Idempotent-Replayed") == "true"
+    listed = await client.get("/api/v1/issues", headers=auth)
+    assert listed.headers["X-Total-Count"] == "1"
+
+
+async def test_a_keyed_comment_and_nim_action_replay_their_first_answer(
+    client: Client, auth: dict[str, str]
+) -> None:
+    issue = await create(client, auth)
+    url = f"/api/v1/issues/{issue['id']}"
+    for path, body in (
+        ("comments", {"author": "a", "text": "once"}),
+        ("nim-actions", {"name": "nebula", "action": "groomed"}),
+    ):
+        key = {"Idempotency-Key": f"k-{path}"}
+        first = await client.post(f"{url}/{path}", json=body, headers={**auth, **key})
+        assert first.status == 201
+        # something else happens in between: the replay still names the first result
+        await client.post(f"{url}/comments", json={"text": "other"}, headers=auth)
+        again = await client.post(f"{url}/{path}", json=body, headers={**auth, **key})
+        assert again.status == 201
+        assert again.headers.get("Idempotent-Replayed") == "true"
+        assert await again.json() == await first.json()
+    final = await (await client.get(url, headers=auth)).json()
+    assert [c["text"] for c in final["comments"]] == ["once", "other", "other"]
+    assert len(final["nim_actions"]) == 1
 
 
 async def test_idempotency_keys_are_scoped_per_area(client: Client, auth: dict[str, str]) -> None:

@@ -1,6 +1,7 @@
 """The performance targets of HydraIssue, measured in one run on this machine.
 
     .venv/bin/python tools/bench.py [--issues 10000] [--duration 8] [--data-dir DIR] [--keep]
+        [--json OUT.json] [--baseline-json OTHER.json]
 
 (``make bench`` runs it with the defaults.) Not a test: it prints figures and a verdict
 per target, and exits 1 when any target fails.
@@ -24,12 +25,18 @@ What one run does, in order:
    bare handler, get-by-id on random live ids and two filtered list pages of 50 full
    issues at random offsets; reads the real server's VmRSS from /proc (the memory
    target: the seeded issues, all loaded and cached); then durable creates
-   (``POST /api/v1/issues``), last because they add issues. With ``--rounds N`` each
-   scenario runs N times and the fastest round counts;
+   (``POST /api/v1/issues``), last because they add issues, then the same creates
+   while 50 Server-Sent Events clients (a helper process: this file with
+   ``--sse-clients``) read every event of ``/api/v1/events``, then the fan-out
+   latency: creates one after another, each timed from its 2xx to the event's
+   arrival at each of the 50 clients. With ``--rounds N`` each scenario runs N times
+   and the fastest round counts;
 7. runs the raw disk baselines in-process, with both servers stopped, in the data dir's
    filesystem: the target's baseline, one loop appending 300 bytes + fsync to a file
    (the cost of one durable append, back to back), and for information 16 such loops
-   in threads, each with its own file (what the disk does with concurrency);
+   in threads, each with its own file (what the disk does with concurrency), and one
+   loop creating a new file + fsync + folder fsync (what a create pays the file system
+   for its new log, before anything else);
 8. prints requests/s, p50, p99, the CPU used by the server, the load generator and
    anything else on the machine (the machine has 2 cores; other load makes a run
    noisy), the ratios and PASS/FAIL.
@@ -79,10 +86,18 @@ TARGETS = {
     "get_ratio": 0.6,
     "list_ratio": 0.3,
     "create_ratio": 0.3,
-    "startup_s": 2.0,
+    "create_sse_ratio": 0.8,  # creates with 50 SSE clients connected / creates without
+    "sse_p99_ms": 50.0,  # write's 2xx -> event at each of 50 SSE clients
+    "flat_create_ratio": 0.8,  # creates at this size / creates at the baseline size
+    "flat_create_p99_ms": 100.0,
     "replay_s": 30.0,
-    "rss_mb": 300.0,
 }
+SSE_CLIENTS = 50
+
+
+def size_targets(issues: int) -> tuple[float, float]:
+    """(start-up seconds, resident MB) allowed for a data dir of ``issues`` issues."""
+    return (2.0, 300.0) if issues <= 20_000 else (3.0, 400.0)
 
 
 # -- results ---------------------------------------------------------------------------
@@ -137,6 +152,11 @@ class Report:
     bare_body_bytes: int = 0
     generator: str = ""
     loads: dict[str, Load] = field(default_factory=dict)
+    sse_p50_ms: float = 0.0
+    sse_p99_ms: float = 0.0
+    sse_samples: int = 0
+    sse_missing: int = 0  # (event, client) pairs that never arrived
+    baseline: dict[str, Any] | None = None  # a --baseline-json report (another size)
 
 
 # -- small helpers ---------------------------------------------------------------------
@@ -519,6 +539,36 @@ def raw_append_fsync(folder: Path, writers: int, seconds: float, name: str) -> L
     return load
 
 
+def raw_create_fsync(folder: Path, seconds: float, name: str) -> Load:
+    """For information: what a new file costs this file system (a create needs one)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    record = (b"x" * (RAW_RECORD - 1)) + b"\n"
+    latencies: list[float] = []
+    began = time.perf_counter()
+    deadline = began + seconds
+    count = 0
+    while (started := time.perf_counter()) < deadline:
+        fd = os.open(folder / f"new-{count}.log", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, record)
+        os.fsync(fd)
+        os.close(fd)
+        dir_fd = os.open(folder, os.O_RDONLY)
+        os.fsync(dir_fd)
+        os.close(dir_fd)
+        count += 1
+        latencies.append(time.perf_counter() - started)
+    elapsed = time.perf_counter() - began
+    shutil.rmtree(folder, ignore_errors=True)
+    latencies.sort()
+    load = Load(
+        name, count, elapsed, percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000
+    )
+    say(
+        f"  {name:<14} {load.rate:9.0f} op/s   p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:7.2f} ms"
+    )
+    return load
+
+
 # -- the bare aiohttp baseline (runs as its own process) -------------------------------
 
 
@@ -537,6 +587,127 @@ def serve_bare(port: int, body_file: Path) -> None:
     app.router.add_get("/bare/{id}", issue)
     app.router.add_get("/health", health)
     web.run_app(app, host=HOST, port=port, print=None, access_log=None)
+
+
+# -- Server-Sent Events clients (run as their own process) -----------------------------
+
+_ISSUE_CREATED = re.compile(rb'event: issue\.created\ndata: \{"pos":\d+,"issue_id":(\d+)')
+
+
+def serve_sse_clients(port: int, count: int, out: Path, parse: bool) -> None:
+    """Hold ``count`` SSE connections to the events feed and read them as they come.
+
+    One thread, non-blocking sockets: reading costs little CPU beside the server's.
+    With ``parse``, record (client, issue id, arrival time) of every issue.created
+    frame; time.monotonic() is the machine's CLOCK_MONOTONIC, shared with the writer.
+    """
+    import selectors
+
+    request = (
+        f"GET /api/v1/events HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+        f"Authorization: Bearer {API_TOKEN}\r\nAccept: text/event-stream\r\n\r\n"
+    ).encode()
+    selector = selectors.DefaultSelector()
+    socks: dict[int, socket.socket] = {}
+    tails: dict[int, bytes] = {}
+    for index in range(count):
+        sock = socket.create_connection((HOST, port))
+        sock.sendall(request)
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ, index)
+        socks[index] = sock
+        tails[index] = b""
+    arrivals: list[tuple[int, int, float]] = []
+    stopping = [False]
+    signal.signal(signal.SIGTERM, lambda *_: stopping.__setitem__(0, True))
+    connected: set[int] = set()
+    while not stopping[0]:
+        for key, _ in selector.select(0.2):
+            index = key.data
+            try:
+                data = socks[index].recv(1 << 16)
+            except BlockingIOError:
+                continue
+            now = time.monotonic()
+            if not data:
+                selector.unregister(socks[index])
+                continue
+            if index not in connected and b": connected" in data:
+                connected.add(index)
+                if len(connected) == count:
+                    print("ready", flush=True)
+            if parse:
+                buffer = tails[index] + data
+                cut = buffer.rfind(b"\n\n")
+                complete, tails[index] = (
+                    (buffer[: cut + 2], buffer[cut + 2 :]) if cut >= 0 else (b"", buffer)
+                )
+                for match in _ISSUE_CREATED.finditer(complete):
+                    arrivals.append((index, int(match.group(1)), now))
+    out.write_text(json.dumps(arrivals))
+
+
+class SseClients:
+    """The helper process above, started and stopped around a scenario."""
+
+    def __init__(self, procs: Processes, workdir: Path, port: int, *, parse: bool) -> None:
+        self.out = workdir / f"sse-{'parse' if parse else 'drain'}.json"
+        argv = [sys.executable, str(Path(__file__).resolve()), "--sse-clients", str(SSE_CLIENTS)]
+        argv += ["--sse-port", str(port), "--sse-out", str(self.out)]
+        if parse:
+            argv.append("--sse-parse")
+        log = workdir / "sse.log"
+        self.procs = procs
+        self.proc = procs.start(argv, log, dict(os.environ))
+        deadline = time.monotonic() + 30
+        while "ready" not in log.read_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"SSE clients did not connect:\n{log.read_text()}")
+            time.sleep(0.02)
+
+    def stop(self) -> list[tuple[int, int, float]]:
+        self.procs.stop(self.proc)
+        arrivals: list[tuple[int, int, float]] = json.loads(self.out.read_text())
+        return arrivals
+
+
+def sse_latency(procs: Processes, workdir: Path, port: int, seconds: float, report: Report) -> None:
+    """Creates one after another (about 100/s); for each, the time from its 2xx to the
+    issue.created event at each of the 50 SSE clients."""
+    clients = SseClients(procs, workdir, port, parse=True)
+    acked: dict[int, float] = {}
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    body = create_bodies(1)[0]
+    headers = {**AUTH, "Content-Type": "application/json"}
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            conn.request("POST", "/api/v1/issues", body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+            if response.status == 201:
+                acked[json.loads(data)["id"]] = time.monotonic()
+            time.sleep(0.01)
+        time.sleep(0.5)  # the last events on their way
+    finally:
+        conn.close()
+        arrivals = clients.stop()
+    seen = {(client, issue_id): at for client, issue_id, at in arrivals}
+    delays = sorted(
+        max(0.0, seen[(client, issue_id)] - at) * 1000
+        for issue_id, at in acked.items()
+        for client in range(SSE_CLIENTS)
+        if (client, issue_id) in seen
+    )
+    report.sse_samples = len(delays)
+    report.sse_missing = len(acked) * SSE_CLIENTS - len(delays)
+    report.sse_p50_ms = percentile(delays, 50)
+    report.sse_p99_ms = percentile(delays, 99)
+    say(
+        f"  SSE fan-out: {len(acked)} creates x {SSE_CLIENTS} clients, 2xx -> event p50 "
+        f"{report.sse_p50_ms:.2f} ms, p99 {report.sse_p99_ms:.2f} ms, "
+        f"{report.sse_missing} never arrived"
+    )
 
 
 # -- request material ------------------------------------------------------------------
@@ -732,6 +903,8 @@ def drive(
     ids: list[int],
     args: argparse.Namespace,
     report: Report,
+    procs: Processes,
+    workdir: Path,
 ) -> None:
     """The bare handler first, then the real server's scenarios, one after the other."""
     proc, port = server
@@ -778,6 +951,19 @@ def drive(
                     report,
                     measure(driver, target_port, target.pid, scenario, args.duration, args.warmup),
                 )
+    # The same creates with 50 SSE clients connected and reading every event.
+    create = next(s for s in scenarios if s.name == "create")
+    with_sse = Scenario("create-sse", create.method, create.paths, create.bodies, create.headers)
+    say(f"  with {SSE_CLIENTS} SSE clients connected to /api/v1/events:")
+    for round_no in range(1, args.rounds + 1):
+        if args.rounds > 1:
+            say(f"  round {round_no} of {args.rounds}")
+        clients = SseClients(procs, workdir, port, parse=False)
+        try:
+            keep_best(report, measure(driver, port, proc.pid, with_sse, args.duration, args.warmup))
+        finally:
+            clients.stop()
+    sse_latency(procs, workdir, port, min(args.duration, 5.0), report)
     status = proc_status(proc.pid)
     report.rss_after_creates_mb = kib_to_mb(status["VmRSS"])
     report.hwm_mb = kib_to_mb(status["VmHWM"])
@@ -834,12 +1020,30 @@ def verdict(report: Report) -> list[tuple[str, str, str, bool]]:
     rows.append(
         ("create / raw append+fsync", f"{ratio:.2f}x", ">= 0.3x", ratio >= TARGETS["create_ratio"])
     )
+    ratio = loads["create-sse"].rate / loads["create"].rate
+    rows.append(
+        (
+            f"create with {SSE_CLIENTS} SSE clients / create",
+            f"{ratio:.2f}x",
+            ">= 0.8x",
+            ratio >= TARGETS["create_sse_ratio"],
+        )
+    )
+    rows.append(
+        (
+            f"SSE 2xx -> event at {SSE_CLIENTS} clients, p99",
+            f"{report.sse_p99_ms:.1f} ms",
+            "< 50 ms",
+            report.sse_p99_ms < TARGETS["sse_p99_ms"] and report.sse_missing == 0,
+        )
+    )
+    startup_goal, rss_goal = size_targets(report.issues)
     rows.append(
         (
             "start-up, current index",
             f"{report.startup_s:.2f} s",
-            "< 2 s",
-            report.startup_s < TARGETS["startup_s"] and report.index_current,
+            f"< {startup_goal:g} s",
+            report.startup_s < startup_goal and report.index_current,
         )
     )
     rows.append(
@@ -849,10 +1053,31 @@ def verdict(report: Report) -> list[tuple[str, str, str, bool]]:
         (
             f"resident memory after reads, {report.rss_issues} issues",
             f"{report.rss_mb:.0f} MB",
-            "< 300 MB",
-            report.rss_mb < TARGETS["rss_mb"],
+            f"< {rss_goal:g} MB",
+            report.rss_mb < rss_goal,
         )
     )
+    base = report.baseline
+    if base is not None:
+        base_create = base["loads"]["create"]
+        rate = base_create["requests"] / base_create["seconds"]
+        ratio = loads["create"].rate / rate
+        rows.append(
+            (
+                f"create here / create at {base['issues']} issues",
+                f"{ratio:.2f}x",
+                ">= 0.8x",
+                ratio >= TARGETS["flat_create_ratio"],
+            )
+        )
+        rows.append(
+            (
+                "create p99 at this size",
+                f"{loads['create'].p99_ms:.0f} ms",
+                "< 100 ms",
+                loads["create"].p99_ms < TARGETS["flat_create_p99_ms"],
+            )
+        )
     return rows
 
 
@@ -881,10 +1106,13 @@ def print_table(report: Report, args: argparse.Namespace) -> bool:
         "list-open": f"GET ?status=open&limit={PAGE}&offset=rnd",
         "list-bug": f"GET ?stage=active&category=bug&limit={PAGE}&offset=rnd",
         "create": "POST /api/v1/issues (durable create)",
+        "create-sse": f"the same, {SSE_CLIENTS} SSE clients reading the feed",
+        "raw-create": "raw new file: create+write+fsync+dir fsync, one loop (info)",
         "raw-fsync": f"raw append {RAW_RECORD} B + fsync, one loop (baseline)",
         "raw-fsync-n": f"raw append {RAW_RECORD} B + fsync, {args.connections} threads (info)",
     }
-    for name in ("bare", "get", "list-open", "list-bug", "create", "raw-fsync", "raw-fsync-n"):
+    names = ("bare", "get", "list-open", "list-bug", "create", "create-sse", "raw-fsync")
+    for name in (*names, "raw-fsync-n", "raw-create"):
         load = loads[name]
         cpu = "-"
         if load.server_cpu is not None:
@@ -900,6 +1128,10 @@ def print_table(report: Report, args: argparse.Namespace) -> bool:
         ok = ok and passed
         say(f"{label:<52}{measured:>14}{goal:>12}{'PASS' if passed else 'FAIL':>10}")
     say("-" * 104)
+    say(
+        f"SSE fan-out: p50 {report.sse_p50_ms:.2f} ms, p99 {report.sse_p99_ms:.2f} ms over "
+        f"{report.sse_samples} (event, client) pairs; {report.sse_missing} never arrived"
+    )
     say(f"replay: {report.replay_line}")
     say(f"start-up: {report.startup_log.split(': ', 1)[-1]}")
     say(f"warm-up: {report.warm_log.split(': ', 1)[-1] or '-'} (background, not measured)")
@@ -926,6 +1158,8 @@ def print_table(report: Report, args: argparse.Namespace) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     report = Report()
+    if args.baseline_json:
+        report.baseline = json.loads(args.baseline_json.read_text())
     workdir = Path(tempfile.mkdtemp(prefix="hydraissue-bench-"))
     procs = Processes()
     wrk = None if args.client == "aiohttp" else shutil.which("wrk")
@@ -950,7 +1184,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             ids = warm_up(proc, port, server_log, report)
             bare = start_bare(procs, workdir, bare_body(port, ids), report)
-            drive(driver, (proc, port), bare, ids, args, report)
+            drive(driver, (proc, port), bare, ids, args, report, procs, workdir)
         finally:
             stopping = time.monotonic()
             code = procs.stop(proc, timeout=120.0)  # SIGTERM: it flushes its projections
@@ -967,6 +1201,7 @@ def run(args: argparse.Namespace) -> int:
                 report,
                 raw_append_fsync(raw_dir, args.connections, args.duration, "raw-fsync-n"),
             )
+            keep_best(report, raw_create_fsync(raw_dir, args.duration, "raw-create"))
         ok = print_table(report, args)
         if args.json:
             args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")
@@ -1013,13 +1248,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (1)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    parser.add_argument(
+        "--baseline-json",
+        type=Path,
+        help="a --json report of a run at another size: adds the 'flat as the store grows' "
+        "rows (creates >= 0.8x of that run's, p99 < 100 ms)",
+    )
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--sse-clients", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--sse-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--sse-out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--sse-parse", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--body-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.connections < 1 or args.duration <= 0 or args.issues < 1:
         parser.error("--rounds, --connections, --duration and --issues must be positive")
     if args.serve_bare is not None:
         serve_bare(args.serve_bare, args.body_file)
+        return 0
+    if args.sse_clients is not None:
+        serve_sse_clients(args.sse_port, args.sse_clients, args.sse_out, args.sse_parse)
         return 0
     return run(args)
 

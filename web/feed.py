@@ -208,4 +208,5 @@ async def _send(
 
 
 async def _write(response: web.StreamResponse, data: bytes) -> None:
-    await asyncio.wait_for(response.write(data), WRITE_TIMEOUT)
+    async with asyncio.timeout(WRITE_TIMEOUT):  # a client that stops reading is dropped
+        await response.write(data)
