@@ -229,12 +229,14 @@ class FileEventStore(EventStore):
             for pos in self.index.positions_of(gone):
                 self.index.clear(pos)
                 lowest_change = pos if lowest_change is None else min(lowest_change, pos)
-        for issue_id, size in sorted(sizes.items()):
-            known = indexed.get(issue_id)
-            if known is not None and known[0] == size:
-                self._seq[issue_id] = known[1]
-                self._size[issue_id] = size
-                continue
+        # The usual case, in bulk: every log's size is what its records add up to.
+        unknown = (0, 0)
+        stale = sorted(i for i, size in sizes.items() if indexed.get(i, unknown)[0] != size)
+        self._size = dict(sizes)
+        self._seq = {i: known[1] for i, known in indexed.items() if i in sizes}
+        for issue_id in stale:
+            self._seq.pop(issue_id, None)
+            self._size.pop(issue_id, None)
             changed = self._reindex(issue_id, report)
             if changed is not None:
                 lowest_change = changed if lowest_change is None else min(lowest_change, changed)
@@ -608,8 +610,11 @@ class FileEventStore(EventStore):
     def _parse(self, issue_id: int) -> ParsedLog:
         # Only the committed part: an append may be in flight, and a read-only open
         # leaves a torn tail where it is.
-        with open(self.path(issue_id), "rb") as handle:
-            data = handle.read(self._size.get(issue_id, 0))
+        fd = os.open(f"{self._prefix}{issue_id}{SUFFIX}", os.O_RDONLY)
+        try:
+            data = os.read(fd, self._size.get(issue_id, 0))
+        finally:
+            os.close(fd)
         return parse_log(issue_id, data)
 
     async def read_many(
@@ -621,6 +626,11 @@ class FileEventStore(EventStore):
             chunk = issue_ids[start : start + READ_CHUNK]
             out.extend(await asyncio.to_thread(self._read_chunk, chunk))
         return out
+
+    def read_logs(self, issue_ids: Sequence[int]) -> list[tuple[int, list[Event] | StoreError]]:
+        """``read_many`` without an event loop: for offline tools and their worker
+        processes (replay). Safe beside appends: it reads committed bytes only."""
+        return self._read_chunk(issue_ids)
 
     def _read_chunk(self, issue_ids: Sequence[int]) -> list[tuple[int, list[Event] | StoreError]]:
         out: list[tuple[int, list[Event] | StoreError]] = []

@@ -41,13 +41,22 @@ def replace_atomically(path: Path, data: bytes, *, sync_dir: bool = True) -> Non
 
 
 def replace_many(
-    files: Sequence[tuple[Path, bytes]], *, fsyncs: FsyncMap | None = None, sync_dirs: bool = True
-) -> None:
+    files: Sequence[tuple[Path, bytes]],
+    *,
+    fsyncs: FsyncMap | None = None,
+    sync_dirs: bool = True,
+    only_changed: bool = False,
+) -> int:
     """Replace many files atomically: all temp files written and fsynced, then renamed,
     then each touched folder fsynced once. On failure every temp file is removed.
+
+    ``only_changed`` leaves a file alone when it already holds exactly ``data`` (a
+    rebuild of projections that are mostly right). Returns how many were written.
     """
+    if only_changed:
+        files = [(path, data) for path, data in files if not _holds(path, data)]
     if not files:
-        return
+        return 0
     temps: list[Path] = []
     fds: list[int] = []
     try:
@@ -77,6 +86,20 @@ def replace_many(
     if sync_dirs:
         for folder in {path.parent for path, _ in files}:
             fsync_dir(folder)
+    return len(files)
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        return os.fstat(fd).st_size == len(data) and os.read(fd, len(data) + 1) == data
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def truncate_durably(path: Path, size: int) -> None:

@@ -9,7 +9,6 @@ a log unreadable.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -98,35 +97,55 @@ class Event:
         }
 
     @staticmethod
-    def from_dict(raw: Mapping[str, Any]) -> Event:
-        """Raises ValueError, KeyError or TypeError on a record that is not an event."""
+    def from_dict(raw: dict[str, Any]) -> Event:
+        """Raises ValueError, KeyError or TypeError on a record that is not an event.
+
+        Replay reads a million of these: plain ``dict`` checks, no ABC isinstance.
+        """
         raw = upcast(raw)
         actor = raw.get("actor") or {}
-        if not isinstance(actor, Mapping):
-            raise TypeError("actor must be a mapping")
-        kind = actor.get("kind", "system")
         data = raw.get("data") or {}
         meta = raw.get("meta") or None
-        if not isinstance(data, Mapping) or not (meta is None or isinstance(meta, Mapping)):
-            raise TypeError("data and meta must be mappings")
+        if type(actor) is not dict or type(data) is not dict:
+            raise TypeError("actor and data must be mappings")
+        if meta is not None and type(meta) is not dict:
+            raise TypeError("meta must be a mapping")
+        kind = actor.get("kind", "system")
         name = actor.get("name")
+        issue_id, seq, pos, at = raw["issue_id"], raw["seq"], raw["pos"], raw["at"]
+        if type(issue_id) is not int or type(seq) is not int or type(pos) is not int:
+            issue_id, seq, pos = int(issue_id), int(seq), int(pos)
         return Event(
-            issue_id=int(raw["issue_id"]),
-            seq=int(raw["seq"]),
-            pos=int(raw["pos"]),
-            type=str(raw["type"]),
-            at=str(raw["at"]),
-            actor=Actor(
-                kind=kind if kind in ACTOR_KINDS else "system",
-                name=None if name is None else str(name),
-            ),
-            data=dict(data),
-            v=int(raw.get("v", CURRENT_VERSION)),
-            meta=dict(meta) if meta else None,
+            issue_id,
+            seq,
+            pos,
+            str(raw["type"]),
+            at if type(at) is str else str(at),
+            _actor(kind, name),
+            data,
+            int(raw.get("v", CURRENT_VERSION)),
+            meta,
         )
 
 
-def upcast(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+_ACTORS: dict[tuple[object, object], Actor] = {}
+
+
+def _actor(kind: object, name: object) -> Actor:
+    """Actors repeat a lot (a few agents write most events): share one object each."""
+    key = (kind, name)
+    actor = _ACTORS.get(key)
+    if actor is None:
+        actor = Actor(
+            kind=kind if kind in ACTOR_KINDS else "system",
+            name=None if name is None else str(name),
+        )
+        if len(_ACTORS) < 10_000:
+            _ACTORS[key] = actor
+    return actor
+
+
+def upcast(raw: dict[str, Any]) -> dict[str, Any]:
     """Bring an event written by an older version up to CURRENT_VERSION.
 
     Version 1 is the first, so there is nothing to lift yet; this is the one place

@@ -18,6 +18,7 @@ import contextlib
 import os
 import sys
 from array import array
+from collections import Counter
 from collections.abc import Collection
 from pathlib import Path
 
@@ -75,9 +76,7 @@ class PositionIndex:
         ids = self.issue_column()
         last = dict(zip(ids, range(1, len(ids) + 1), strict=True))  # last position wins
         last.pop(0, None)
-        counts: dict[int, int] = {}
-        for issue_id in ids:
-            counts[issue_id] = counts.get(issue_id, 0) + 1
+        counts = Counter(ids)  # counted in C: a million positions in a few ms
         words = self._words
         return {
             issue_id: (words[pos * WORDS + 1] + words[pos * WORDS + 2], counts[issue_id])

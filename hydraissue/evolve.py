@@ -43,9 +43,8 @@ def _skip(event: Event, why: str) -> None:
         log.warning("events of type %s (v%d) are kept but skipped: %s", event.type, event.v, why)
 
 
-def _touch(state: Issue, event: Event, **changes: Any) -> Issue:
-    """A copy with some fields changed (faster than dataclasses.replace on the hot path)."""
-    values: dict[str, Any] = {
+def _values(state: Issue) -> dict[str, Any]:
+    return {
         "id": state.id,
         "title": state.title,
         "description": state.description,
@@ -57,83 +56,97 @@ def _touch(state: Issue, event: Event, **changes: Any) -> Issue:
         "custom_fields": state.custom_fields,
         "plan": state.plan,
         "created_at": state.created_at,
-        "updated_at": event.at,
-        "seq": event.seq,
+        "updated_at": state.updated_at,
+        "seq": state.seq,
         "comments": state.comments,
         "nim_actions": state.nim_actions,
         "attachments": state.attachments,
         "deleted": state.deleted,
     }
-    values.update(changes)
-    return Issue(**values)
 
 
-def _created(event: Event) -> Issue:
+def _created(event: Event) -> dict[str, Any]:
     data = event.data
     custom = data.get("custom_fields")
-    return Issue(
-        id=event.issue_id,
-        title=_text(data.get("title")),
-        description=_text(data.get("description")),
-        project=_optional(data.get("project")),
-        category=_text(data.get("category")) or DEFAULT_CATEGORY,
-        priority=_optional(data.get("priority")),
-        status="open",
-        reporter=_optional(data.get("reporter")),
-        custom_fields=dict(custom) if isinstance(custom, dict) else {},
-        plan=None,
-        created_at=event.at,
-        updated_at=event.at,
-        seq=event.seq,
-    )
+    return {
+        "id": event.issue_id,
+        "title": _text(data.get("title")),
+        "description": _text(data.get("description")),
+        "project": _optional(data.get("project")),
+        "category": _text(data.get("category")) or DEFAULT_CATEGORY,
+        "priority": _optional(data.get("priority")),
+        "status": "open",
+        "reporter": _optional(data.get("reporter")),
+        "custom_fields": dict(custom) if isinstance(custom, dict) else {},
+        "plan": None,
+        "created_at": event.at,
+        "updated_at": event.at,
+        "seq": event.seq,
+        "comments": (),
+        "nim_actions": (),
+        "attachments": (),
+        "deleted": False,
+    }
+
+
+def _apply(values: dict[str, Any] | None, event: Event) -> dict[str, Any]:
+    """What an event does to an issue's fields: the one definition, on a dict (changed
+    in place and returned; a new one for a create). ``evolve`` and ``fold`` wrap it."""
+    if event.v > CURRENT_VERSION:
+        _skip(event, f"written by a newer build (this one reads up to v{CURRENT_VERSION})")
+        if values is None:
+            return _created(Event(event.issue_id, event.seq, event.pos, "", event.at, event.actor))
+        values["seq"] = event.seq
+        values["updated_at"] = event.at
+        return values
+    kind = event.type
+    if kind == "issue.created" or values is None:
+        return _created(event)
+    values["seq"] = event.seq
+    values["updated_at"] = event.at
+    data = event.data
+    if kind == "issue.updated":
+        raw = data.get("changes")
+        if isinstance(raw, dict):
+            values.update({k: v for k, v in raw.items() if k in UPDATABLE})
+    elif kind == "comment.added":
+        comments = values["comments"]
+        comment = Comment(
+            id=_int(data.get("id")) or len(comments) + 1,
+            author=_text(data.get("author")) or "anonymous",
+            text=_text(data.get("text")),
+            created_at=event.at,
+        )
+        values["comments"] = (*comments, comment)
+    elif kind == "nim_action.recorded":
+        action = NimAction(
+            name=_text(data.get("name")), action=_text(data.get("action")), at=event.at
+        )
+        values["nim_actions"] = (*values["nim_actions"], action)
+    elif kind == "attachment.added":
+        attachment = Attachment(
+            name=_text(data.get("name")),
+            filename=_text(data.get("filename")),
+            size=_int(data.get("size")),
+            content_type=_text(data.get("content_type")) or "application/octet-stream",
+            at=event.at,
+        )
+        values["attachments"] = (*values["attachments"], attachment)
+    elif kind == "issue.deleted":
+        values["deleted"] = True
+    else:
+        _skip(event, "an event type this build does not know")
+    return values
 
 
 def evolve(state: Issue | None, event: Event) -> Issue:
-    if event.v > CURRENT_VERSION:
-        _skip(event, f"written by a newer build (this one reads up to v{CURRENT_VERSION})")
-        if state is None:
-            return _created(Event(event.issue_id, event.seq, event.pos, "", event.at, event.actor))
-        return _touch(state, event)
-    if event.type == "issue.created" or state is None:
-        return _created(event)
-    data = event.data
-    match event.type:
-        case "issue.updated":
-            raw = data.get("changes")
-            changes = (
-                {k: v for k, v in raw.items() if k in UPDATABLE} if isinstance(raw, dict) else {}
-            )
-            return _touch(state, event, **changes)
-        case "issue.deleted":
-            return _touch(state, event, deleted=True)
-        case "comment.added":
-            number = _int(data.get("id")) or len(state.comments) + 1
-            comment = Comment(
-                id=number,
-                author=_text(data.get("author")) or "anonymous",
-                text=_text(data.get("text")),
-                created_at=event.at,
-            )
-            return _touch(state, event, comments=(*state.comments, comment))
-        case "nim_action.recorded":
-            action = NimAction(
-                name=_text(data.get("name")), action=_text(data.get("action")), at=event.at
-            )
-            return _touch(state, event, nim_actions=(*state.nim_actions, action))
-        case "attachment.added":
-            attachment = Attachment(
-                name=_text(data.get("name")),
-                filename=_text(data.get("filename")),
-                size=_int(data.get("size")),
-                content_type=_text(data.get("content_type")) or "application/octet-stream",
-                at=event.at,
-            )
-            return _touch(state, event, attachments=(*state.attachments, attachment))
-    _skip(event, "an event type this build does not know")
-    return _touch(state, event)
+    """The issue after one event (a new Issue; ``state`` is not changed)."""
+    return Issue(**_apply(_values(state) if state is not None else None, event))
 
 
 def fold(events: Iterable[Event], state: Issue | None = None) -> Issue | None:
+    """The issue after all ``events``: like evolve applied in turn, in one pass."""
+    values = _values(state) if state is not None else None
     for event in events:
-        state = evolve(state, event)
-    return state
+        values = _apply(values, event)
+    return Issue(**values) if values is not None else None

@@ -46,6 +46,7 @@ from projections.keys import KeyRecord, key_meta
 from projections.query import ListQuery
 from projections.readmodel import IssueReadModel
 from projections.rebuild import fold_events
+from projections.rows import IndexRow
 from projections.writer import NAME as FILES_SUBSCRIBER
 from projections.writer import ProjectionWriter
 
@@ -113,7 +114,9 @@ class IssueService:
         removed = await asyncio.to_thread(self.files.prepare)
         if removed:
             report.notes.append(f"removed {len(removed)} temp file(s) left by a crash")
-        checkpoint = await self._load_snapshot(report)
+        checkpoint = await self._load_snapshot(
+            report, *await asyncio.to_thread(self._read_snapshots)
+        )
         orphans = await asyncio.to_thread(
             self.uploads.remove_folders_without_issue, set(self.store.issue_ids())
         )
@@ -143,10 +146,18 @@ class IssueService:
         self._log_startup(report)
         return report
 
-    async def _load_snapshot(self, report: StartupReport) -> int:
+    def _read_snapshots(
+        self,
+    ) -> tuple[tuple[int, list[IndexRow]] | None, tuple[int, list[KeyRecord]] | None]:
+        return self.files.read_index(), self.files.read_keys()
+
+    async def _load_snapshot(
+        self,
+        report: StartupReport,
+        index: tuple[int, list[IndexRow]] | None,
+        keys: tuple[int, list[KeyRecord]] | None,
+    ) -> int:
         """Rows from the index, then fold every issue changed after its checkpoint."""
-        index = await asyncio.to_thread(self.files.read_index)
-        keys = await asyncio.to_thread(self.files.read_keys)
         logged = set(self.store.issue_ids())
         self._index_absent = index is None
         if index is None:

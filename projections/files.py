@@ -16,13 +16,19 @@ from typing import Any
 import orjson
 import yaml
 
-from events.codec import YAML_HOSTILE_UTF8, dump_block_yaml, dump_item, load_block_yaml, load_items
+from events.codec import (
+    dump_item,
+    dump_mapping_yaml,
+    load_block_yaml,
+    load_flow_items,
+    needs_care,
+)
 from events.fsio import FsyncMap, fsync_dir, remove_stale_temps, replace_atomically, replace_many
 from hydraissue.model import Issue, display_key, issue_from_dict
 from projections.keys import KeyRecord
-from projections.rows import IndexRow
+from projections.rows import ROW_COLUMNS, IndexRow
 
-INDEX_FORMAT = 2
+INDEX_FORMAT = 3  # rows as arrays, columns in ROW_COLUMNS order
 KEYS_FORMAT = 2
 _HEADER = re.compile(rb"^([a-z_]+): *(\d+)$")
 _ROWS_PER_CHUNK = 2048  # rows encoded per step, so a big index never holds the GIL long
@@ -53,7 +59,7 @@ class ProjectionFiles:
             f"# {display_key(issue.id)}: projection of events/{issue.id}.yaml, "
             "rebuilt by `hydraissue replay`. Edits here are overwritten.\n"
         )
-        return header.encode() + dump_block_yaml(body)
+        return header.encode() + dump_mapping_yaml(body)
 
     def read_issue(self, issue_id: int) -> Issue | None:
         """The issue file, or None when it is missing or unreadable (then fold the log)."""
@@ -64,10 +70,19 @@ class ProjectionFiles:
             return None
 
     def write_issues(
-        self, issues: Sequence[Issue], removed: Iterable[int] = (), fsyncs: FsyncMap | None = None
+        self,
+        issues: Sequence[Issue],
+        removed: Iterable[int] = (),
+        fsyncs: FsyncMap | None = None,
+        only_changed: bool = False,
     ) -> None:
-        """Replace many issue files (fsyncs spread over ``fsyncs``), remove others."""
-        replace_many([(self.issue_path(i.id), self.render_issue(i)) for i in issues], fsyncs=fsyncs)
+        """Replace many issue files (fsyncs spread over ``fsyncs``), remove others.
+        ``only_changed``: leave files that already say exactly this (replay)."""
+        replace_many(
+            [(self.issue_path(i.id), self.render_issue(i)) for i in issues],
+            fsyncs=fsyncs,
+            only_changed=only_changed,
+        )
         unlinked = False
         for issue_id in removed:
             with contextlib.suppress(FileNotFoundError):
@@ -85,7 +100,7 @@ class ProjectionFiles:
         for start in range(0, len(rows), _ROWS_PER_CHUNK):
             chunk = rows[start : start + _ROWS_PER_CHUNK]
             raw = b"".join([b"- " + orjson.dumps(row) + b"\n" for row in chunk])
-            if YAML_HOSTILE_UTF8.search(raw):  # rare: escape those characters row by row
+            if needs_care(raw):  # rare: escapes or float fixes, row by row
                 raw = b"".join(dump_item(row) for row in chunk)
             parts.append(raw)
         return b"".join(parts)
@@ -94,9 +109,10 @@ class ProjectionFiles:
         head = (
             b"# HydraIssue index: one summary row per issue (deleted ones too).\n"
             b"# Derived from events/; rebuilt by `hydraissue replay`.\n"
+            + f"# Each row: [{', '.join(ROW_COLUMNS)}]\n".encode()
             + f"format: {INDEX_FORMAT}\ncheckpoint: {checkpoint}\nissues:\n".encode()
         )
-        return head + self.render_rows(rows)
+        return head + self.render_rows([row.values() for row in rows])
 
     def render_keys(self, keys: Sequence[KeyRecord], checkpoint: int) -> bytes:
         head = (
@@ -131,7 +147,7 @@ class ProjectionFiles:
         if header.get("format") != fmt or "checkpoint" not in header:
             return None
         try:
-            items = load_items(data[body_at + len(marker) :])
+            items = load_flow_items(data[body_at + len(marker) :])
         except ValueError:
             return None
         return header["checkpoint"], items
@@ -142,9 +158,10 @@ class ProjectionFiles:
         if loaded is None:
             return None
         try:
-            return loaded[0], [IndexRow.from_dict(item) for item in loaded[1]]
+            rows = [IndexRow._make(item) for item in loaded[1]]  # TypeError: not our shape
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
+        return loaded[0], rows
 
     def read_keys(self) -> tuple[int, list[KeyRecord]] | None:
         loaded = self._read_sectioned(self.keys_path, b"keys", KEYS_FORMAT)

