@@ -221,7 +221,6 @@ class IssueService:
             self._warm_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._warm_task
-        self.feed.close_all()
         await self.store.close()
         if self._started:
             await self.dispatcher.stop()

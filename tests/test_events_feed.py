@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from hydraissue.config import Config
 from tests.conftest import AUTH, ClientFactory
 from web.app import create_app
-from web.keys import SERVICE
+from web.feed import HUB
 
 Client = TestClient[Any, web.Application]
 SSE = {**AUTH, "Accept": "text/event-stream"}
@@ -220,7 +220,7 @@ async def test_sse_sends_a_keepalive_comment(aiohttp_client: ClientFactory, conf
 
 
 async def test_a_client_that_falls_too_far_behind_is_cut_off(client: Client) -> None:
-    client.app[SERVICE].feed.client_buffer = 2
+    client.app[HUB].client_buffer = 2
     resp = await client.get("/api/v1/events", headers=SSE)
     stream = Stream(resp)
     await asyncio.sleep(0.05)
@@ -232,9 +232,19 @@ async def test_a_client_that_falls_too_far_behind_is_cut_off(client: Client) -> 
     assert report.status == 201, await report.text()
     # one commit of four events is more than the client may have pending: it ends
     assert await stream.frame() is None
-    assert client.app[SERVICE].feed.clients == 0
+    assert len(client.app[HUB].clients) == 0
     resumed = await read_frames(client, 4, after=0)
     assert [f["event"] for f in resumed] == ["issue.created"] + ["attachment.added"] * 3
+
+
+async def test_a_client_whose_socket_backs_up_is_cut_off(client: Client) -> None:
+    client.app[HUB].max_backlog = -1  # as if its socket were full: any backlog is too much
+    resp = await client.get("/api/v1/events", headers=SSE)
+    stream = Stream(resp)
+    await asyncio.sleep(0.05)
+    await create(client, "never sent")
+    assert await stream.frame() is None
+    assert len(client.app[HUB].clients) == 0
 
 
 async def test_many_clients_share_one_fan_out(client: Client) -> None:
@@ -243,7 +253,7 @@ async def test_many_clients_share_one_fan_out(client: Client) -> None:
         resp = await client.get("/api/v1/events", headers=SSE)
         streams.append((resp, Stream(resp)))
     await asyncio.sleep(0.05)
-    assert client.app[SERVICE].feed.clients == 20
+    assert len(client.app[HUB].clients) == 20
     await create(client, "to everyone")
     for resp, stream in streams:
         frame = await stream.frame()

@@ -154,6 +154,7 @@ class Report:
     loads: dict[str, Load] = field(default_factory=dict)
     sse_p50_ms: float = 0.0
     sse_p99_ms: float = 0.0
+    sse_from_send_p99_ms: float = 0.0  # from sending the write: includes its commit
     sse_samples: int = 0
     sse_missing: int = 0  # (event, client) pairs that never arrived
     baseline: dict[str, Any] | None = None  # a --baseline-json report (another size)
@@ -676,36 +677,46 @@ def sse_latency(procs: Processes, workdir: Path, port: int, seconds: float, repo
     issue.created event at each of the 50 SSE clients."""
     clients = SseClients(procs, workdir, port, parse=True)
     acked: dict[int, float] = {}
+    sent: dict[int, float] = {}
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
     body = create_bodies(1)[0]
     headers = {**AUTH, "Content-Type": "application/json"}
     try:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
+            began = time.monotonic()
             conn.request("POST", "/api/v1/issues", body=body, headers=headers)
             response = conn.getresponse()
             data = response.read()
             if response.status == 201:
-                acked[json.loads(data)["id"]] = time.monotonic()
+                issue_id = json.loads(data)["id"]
+                acked[issue_id] = time.monotonic()
+                sent[issue_id] = began
             time.sleep(0.01)
         time.sleep(0.5)  # the last events on their way
     finally:
         conn.close()
         arrivals = clients.stop()
     seen = {(client, issue_id): at for client, issue_id, at in arrivals}
-    delays = sorted(
-        max(0.0, seen[(client, issue_id)] - at) * 1000
-        for issue_id, at in acked.items()
+    pairs = [
+        (seen[(client, issue_id)], issue_id)
+        for issue_id in acked
         for client in range(SSE_CLIENTS)
         if (client, issue_id) in seen
-    )
+    ]
+    # An event may reach the clients before its writer has read its own 2xx (the fan-out
+    # runs inside the commit): that counts as 0 ms.
+    delays = sorted(max(0.0, at - acked[issue_id]) * 1000 for at, issue_id in pairs)
+    from_send = sorted((at - sent[issue_id]) * 1000 for at, issue_id in pairs)
     report.sse_samples = len(delays)
     report.sse_missing = len(acked) * SSE_CLIENTS - len(delays)
     report.sse_p50_ms = percentile(delays, 50)
     report.sse_p99_ms = percentile(delays, 99)
+    report.sse_from_send_p99_ms = percentile(from_send, 99)
     say(
         f"  SSE fan-out: {len(acked)} creates x {SSE_CLIENTS} clients, 2xx -> event p50 "
-        f"{report.sse_p50_ms:.2f} ms, p99 {report.sse_p99_ms:.2f} ms, "
+        f"{report.sse_p50_ms:.2f} ms, p99 {report.sse_p99_ms:.2f} ms (request sent -> event "
+        f"p50 {percentile(from_send, 50):.2f} ms, p99 {report.sse_from_send_p99_ms:.2f} ms), "
         f"{report.sse_missing} never arrived"
     )
 
@@ -1129,8 +1140,10 @@ def print_table(report: Report, args: argparse.Namespace) -> bool:
         say(f"{label:<52}{measured:>14}{goal:>12}{'PASS' if passed else 'FAIL':>10}")
     say("-" * 104)
     say(
-        f"SSE fan-out: p50 {report.sse_p50_ms:.2f} ms, p99 {report.sse_p99_ms:.2f} ms over "
-        f"{report.sse_samples} (event, client) pairs; {report.sse_missing} never arrived"
+        f"SSE fan-out: 2xx -> event p50 {report.sse_p50_ms:.2f} ms, p99 "
+        f"{report.sse_p99_ms:.2f} ms; request sent -> event p99 "
+        f"{report.sse_from_send_p99_ms:.2f} ms; over {report.sse_samples} (event, client) "
+        f"pairs; {report.sse_missing} never arrived"
     )
     say(f"replay: {report.replay_line}")
     say(f"start-up: {report.startup_log.split(': ', 1)[-1]}")

@@ -58,7 +58,6 @@ def create_app(
     app[ISSUE_JSON] = IssueJson()
     app[KEY_LOCKS] = {}
     app[FEED_KEEPALIVE] = feed_keepalive
-    app[feed.FRAME_CACHE] = feed.Frames()
     env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -78,8 +77,8 @@ def create_app(
 
 async def _close_feeds(app: web.Application) -> None:
     """Live-feed clients end before the server waits for open requests to finish."""
-    if SERVICE in app:
-        app[SERVICE].feed.close_all()
+    if feed.HUB in app:
+        await app[feed.HUB].stop()
 
 
 def _storage(own_lock: bool):  # type: ignore[no-untyped-def]
@@ -94,8 +93,12 @@ def _storage(own_lock: bool):  # type: ignore[no-untyped-def]
         try:
             await service.start()
             app[SERVICE] = service
+            app[feed.HUB] = feed.SseHub(service)
+            app[feed.HUB].start()
             yield
         finally:
+            if feed.HUB in app:
+                await app[feed.HUB].stop()
             await service.stop()
             if own_lock:
                 lock.release()
