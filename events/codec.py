@@ -95,19 +95,28 @@ def load_items(data: bytes) -> list[Any]:
     return items
 
 
-def load_flow_items(data: bytes) -> list[Any]:
-    """``load_items`` for a long block of our own lines: one orjson call for all of them
-    (a 100,000-row index loads in a fraction of the time), the careful path otherwise."""
+def load_flow_items(
+    data: bytes, convert: Callable[[Any], Any] | None = None, chunk: int = 4096
+) -> list[Any]:
+    """``load_items`` for a long block of our own lines, ``convert`` applied to each
+    item: one orjson call per ``chunk`` lines (a 100,000-row index loads in a fraction
+    of the time), each chunk's parsed objects freed before the next, so loading does not
+    peak at several times what it keeps. The careful path for anything else."""
     lines = data.split(b"\n")
     if lines and not lines[-1]:
         lines.pop()
     if lines and all(line[:2] == b"- " and line[2:3] in (b"{", b"[") for line in lines):
+        out: list[Any] = []
         try:
-            items: list[Any] = orjson.loads(b"[" + b",".join([line[2:] for line in lines]) + b"]")
-            return items
+            for start in range(0, len(lines), chunk):
+                part = lines[start : start + chunk]
+                items = orjson.loads(b"[" + b",".join([line[2:] for line in part]) + b"]")
+                out.extend(map(convert, items) if convert is not None else items)
+            return out
         except orjson.JSONDecodeError:
             pass
-    return load_items(data)
+    items = load_items(data)
+    return list(map(convert, items)) if convert is not None else items
 
 
 def load_yaml_list(data: bytes) -> list[Any]:

@@ -23,6 +23,7 @@ __all__ = [
     "Issue",
     "NimAction",
     "display_key",
+    "etag_of",
     "issue_from_dict",
 ]
 
@@ -55,6 +56,11 @@ DEFAULT_CATEGORY = "unclassified"
 
 def display_key(issue_id: int) -> str:
     return f"HYDRA-{issue_id}"
+
+
+def etag_of(issue_id: int, seq: int) -> str:
+    """An issue state's strong ETag: it changes with every event of the issue."""
+    return f'"{issue_id}.{seq}"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +133,7 @@ class Issue:
 
     @property
     def etag(self) -> str:
-        return f'"{self.id}.{self.seq}"'
+        return etag_of(self.id, self.seq)
 
     def to_dict(self) -> dict[str, Any]:
         """The issue as the API and the issue file show it."""

@@ -291,10 +291,16 @@ class IssueService:
             raise NotFound(f"{display_key(issue_id)} does not exist", {"id": issue_id})
         return issue
 
-    def query(self, query: ListQuery) -> tuple[int, list[Issue]]:
-        total, ids = self.read_model.query(query)
-        page = [issue for issue in map(self.read_model.issue, ids) if issue is not None]
-        return total, page
+    def live_row(self, issue_id: int) -> IndexRow | None:
+        """The index row of a live issue (None if there is none; 503 if damaged)."""
+        if issue_id in self.read_model.unavailable:
+            raise self._unavailable(issue_id)
+        row = self.read_model.rows.get(issue_id)
+        return None if row is None or row.deleted else row
+
+    def query(self, query: ListQuery) -> tuple[int, list[int]]:
+        """Total matches and the ids of the requested page."""
+        return self.read_model.query(query)
 
     def key(self, key: str) -> KeyRecord | None:
         return self.read_model.key(key)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,9 @@ from events.codec import (
 from events.fsio import FsyncMap, fsync_dir, remove_stale_temps, replace_atomically, replace_many
 from hydraissue.model import Issue, display_key, issue_from_dict
 from projections.keys import KeyRecord
-from projections.rows import ROW_COLUMNS, IndexRow
+from projections.rows import ROW_COLUMNS, IndexRow, compact
 
-INDEX_FORMAT = 3  # rows as arrays, columns in ROW_COLUMNS order
+INDEX_FORMAT = 4  # rows as arrays, columns in ROW_COLUMNS order
 KEYS_FORMAT = 2
 _HEADER = re.compile(rb"^([a-z_]+): *(\d+)$")
 _ROWS_PER_CHUNK = 2048  # rows encoded per step, so a big index never holds the GIL long
@@ -130,7 +130,9 @@ class ProjectionFiles:
         replace_atomically(self.index_path, self.render_index(rows, checkpoint))
 
     @staticmethod
-    def _read_sectioned(path: Path, section: bytes, fmt: int) -> tuple[int, list[Any]] | None:
+    def _read_sectioned(
+        path: Path, section: bytes, fmt: int, convert: Callable[[Any], Any] | None = None
+    ) -> tuple[int, list[Any]] | None:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
@@ -147,21 +149,17 @@ class ProjectionFiles:
         if header.get("format") != fmt or "checkpoint" not in header:
             return None
         try:
-            items = load_flow_items(data[body_at + len(marker) :])
-        except ValueError:
+            items = load_flow_items(data[body_at + len(marker) :], convert)
+        except (ValueError, TypeError, KeyError, AttributeError):
             return None
         return header["checkpoint"], items
 
     def read_index(self) -> tuple[int, list[IndexRow]] | None:
         """The checkpoint and rows, or None when there is no usable index."""
-        loaded = self._read_sectioned(self.index_path, b"issues", INDEX_FORMAT)
-        if loaded is None:
-            return None
-        try:
-            rows = [IndexRow._make(item) for item in loaded[1]]  # TypeError: not our shape
-        except (ValueError, TypeError, KeyError, AttributeError):
-            return None
-        return loaded[0], rows
+        # _make raises TypeError on an item that is not one of our rows.
+        return self._read_sectioned(
+            self.index_path, b"issues", INDEX_FORMAT, lambda item: compact(IndexRow._make(item))
+        )
 
     def read_keys(self) -> tuple[int, list[KeyRecord]] | None:
         loaded = self._read_sectioned(self.keys_path, b"keys", KEYS_FORMAT)

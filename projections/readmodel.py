@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from events.model import Event
 from hydraissue.evolve import evolve
 from hydraissue.model import Issue
+from projections.compact import CompactIssues, issue_json
 from projections.keys import KeyRecord, record_for
 from projections.query import ListQuery, row_matches, sort_key
 from projections.rows import IndexRow, row_for
@@ -51,7 +52,7 @@ class IssueReadModel:
         self.needs_fold: set[int] = set()
         self.keys: dict[str, KeyRecord] = {}
         self._loader: Loader = loader or (lambda _id: None)
-        self._states: dict[int, Issue] = {}
+        self._full = CompactIssues()  # full issues, as their JSON
         self._search: dict[int, str] = {}
         self._live: list[int] = []  # live ids, ascending = creation order
         self._facets: dict[str, dict[str | None, set[int]]] = {f: {} for f in FACETS}
@@ -105,7 +106,7 @@ class IssueReadModel:
         if row is not None:
             self._remove_row(row)
             self._generation += 1
-        self._states.pop(issue_id, None)
+        self._full.pop(issue_id)
         self._search.pop(issue_id, None)
 
     def mark_unavailable(self, issue_id: int, reason: str) -> None:
@@ -120,22 +121,32 @@ class IssueReadModel:
     def offer(self, issue_id: int, issue: Issue | None) -> None:
         """A full issue read in the background: kept if it is what the row describes and
         nothing loaded the issue meanwhile; a missing or stale file means fold the log."""
-        if issue_id in self._states or issue_id in self.needs_fold:
+        if issue_id in self._full or issue_id in self.needs_fold:
             return
         row = self.rows.get(issue_id)
         if row is None or row.deleted:
             return
         if issue is not None and issue.seq == row.seq and issue.id == issue_id:
-            self._states[issue_id] = issue
+            self._full.put_json(issue_id, issue_json(issue))
         else:
             self.needs_fold.add(issue_id)
 
     def unloaded(self) -> list[int]:
-        return [i for i in self._live if i not in self._states]
+        return [i for i in self._live if i not in self._full]
 
     def loaded(self, issue_id: int) -> Issue | None:
         """The full issue if it is in memory (no loader call), live or deleted."""
-        return self._states.get(issue_id)
+        row = self.rows.get(issue_id)
+        if row is None:
+            return None
+        return self._full.get(issue_id, row.seq, row.deleted)
+
+    def json(self, issue_id: int) -> bytes | None:
+        """A live issue's JSON as the API shows it (without URLs), if it is in memory."""
+        row = self.rows.get(issue_id)
+        if row is None or row.deleted:
+            return None
+        return self._full.json(issue_id)
 
     # -- applying ------------------------------------------------------------------
 
@@ -156,7 +167,7 @@ class IssueReadModel:
             return  # already in the state
         if event.seq != seq + 1:
             self.needs_fold.add(issue_id)
-            self._states.pop(issue_id, None)
+            self._full.pop(issue_id)
             return
         new = evolve(state, event)
         self._store(new)
@@ -167,15 +178,15 @@ class IssueReadModel:
                 self._prune_keys()
 
     def _current(self, issue_id: int) -> Issue | None:
-        state = self._states.get(issue_id)
-        if state is not None:
-            return state
         row = self.rows.get(issue_id)
         if row is None:
             return None
+        state = self._full.get(issue_id, row.seq, row.deleted)
+        if state is not None:
+            return state
         loaded = self._loader(issue_id)
         if loaded is not None and loaded.seq == row.seq:
-            self._states[issue_id] = loaded
+            self._full.put(loaded)
             return loaded
         # The row knows this issue but there is no matching full state to build on.
         self.needs_fold.add(issue_id)
@@ -189,7 +200,7 @@ class IssueReadModel:
                 self._remove_row(old)
             self._set_row(row)
         self._search.pop(issue.id, None)
-        self._states[issue.id] = issue
+        self._full.put(issue)
 
     def _prune_keys(self) -> None:
         now = time.time()
@@ -224,10 +235,9 @@ class IssueReadModel:
         row = self.rows.get(issue_id)
         if row is None or row.deleted:
             return None
-        state = self._states.get(issue_id)
-        if state is None and issue_id not in self.needs_fold:
-            state = self._current(issue_id)
-        return state
+        if issue_id in self.needs_fold:
+            return None
+        return self._current(issue_id)
 
     def key(self, key: str) -> KeyRecord | None:
         record = self.keys.get(key)

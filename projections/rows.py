@@ -8,7 +8,8 @@ of a second (a frozen dataclass took half a second, most of the start-up budget)
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import sys
+from typing import Any, NamedTuple, overload
 
 from hydraissue.model import Issue
 
@@ -25,6 +26,7 @@ class IndexRow(NamedTuple):
     updated_at: str
     seq: int
     deleted: bool = False
+    attachments: int = 0  # how many files (the API adds their URLs; lists show a badge)
 
     def to_dict(self) -> dict[str, Any]:
         return self._asdict()
@@ -47,23 +49,46 @@ class IndexRow(NamedTuple):
             updated_at=str(raw["updated_at"]),
             seq=int(raw["seq"]),
             deleted=bool(raw.get("deleted", False)),
+            attachments=int(raw.get("attachments", 0)),
         )
 
 
 ROW_COLUMNS = IndexRow._fields
 
 
+@overload
+def _shared(value: str) -> str: ...
+@overload
+def _shared(value: str | None) -> str | None: ...
+def _shared(value: str | None) -> str | None:
+    """One object per distinct value: statuses, categories, projects and reporters
+    repeat across thousands of rows."""
+    return sys.intern(value) if value is not None and len(value) <= 64 else value
+
+
+def compact(row: IndexRow) -> IndexRow:
+    """A row loaded from the index, its repeating strings shared."""
+    return row._replace(
+        status=_shared(row.status),
+        category=_shared(row.category),
+        priority=_shared(row.priority),
+        project=_shared(row.project),
+        reporter=_shared(row.reporter),
+    )
+
+
 def row_for(issue: Issue) -> IndexRow:
     return IndexRow(
         id=issue.id,
         title=issue.title,
-        status=issue.status,
-        category=issue.category,
-        priority=issue.priority,
-        project=issue.project,
-        reporter=issue.reporter,
+        status=_shared(issue.status),
+        category=_shared(issue.category),
+        priority=_shared(issue.priority),
+        project=_shared(issue.project),
+        reporter=_shared(issue.reporter),
         created_at=issue.created_at,
         updated_at=issue.updated_at,
         seq=issue.seq,
         deleted=issue.deleted,
+        attachments=len(issue.attachments),
     )

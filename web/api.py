@@ -11,7 +11,7 @@ from hydraissue import __version__, parse
 from hydraissue.commands import Actor, DeleteIssue
 from hydraissue.decide import etag_matches
 from hydraissue.errors import Invalid, NotFound
-from hydraissue.model import Issue
+from hydraissue.model import Issue, etag_of
 from hydraissue.service import Outcome
 from projections.query import parse_list_query
 from web.forms import read_form, upload_limits
@@ -79,23 +79,36 @@ async def create_issue(request: web.Request) -> web.Response:
 @routes.get("/api/v1/issues")
 async def list_issues(request: web.Request) -> web.Response:
     query = parse_list_query(request.query)
-    total, page = request.app[SERVICE].query(query)
+    service = request.app[SERVICE]
+    total, ids = service.query(query)
     headers = {"X-Total-Count": str(total)}
     if query.offset + query.limit < total:
         next_url = request.rel_url.update_query(
             offset=query.offset + query.limit, limit=query.limit
         )
         headers["Link"] = f'<{public_base(request)}{next_url}>; rel="next"'
-    return json_response(request.app[ISSUE_JSON].page(page), headers=headers)
+    body = request.app[ISSUE_JSON].page_of(ids, service.read_model)
+    return json_response(body, headers=headers)
 
 
 @routes.get("/api/v1/issues/{id}")
 async def get_issue(request: web.Request) -> web.Response:
-    issue = await request.app[SERVICE].get(issue_id_of(request))
+    issue_id = issue_id_of(request)
+    service = request.app[SERVICE]
+    row = service.live_row(issue_id)
+    raw = service.read_model.json(issue_id) if row is not None else None
+    body = request.app[ISSUE_JSON].of(row, raw, service.read_model.issue) if row and raw else None
+    if body is None:  # not in memory as JSON yet (or not there at all: get says which)
+        issue = await service.get(issue_id)
+        body = request.app[ISSUE_JSON].render(issue)
+        etag = issue.etag
+    else:
+        assert row is not None
+        etag = etag_of(row.id, row.seq)
     if_none_match = request.headers.get("If-None-Match")
-    if if_none_match and etag_matches(if_none_match, issue.etag, weak=True):
-        return web.Response(status=304, headers={"ETag": issue.etag})
-    return issue_response(request, issue)
+    if if_none_match and etag_matches(if_none_match, etag, weak=True):
+        return web.Response(status=304, headers={"ETag": etag})
+    return json_response(body, headers={"ETag": etag})
 
 
 @routes.patch("/api/v1/issues/{id}")

@@ -1,17 +1,20 @@
 """Issues as the API shows them: the domain's dict plus the URLs the web layer serves.
 
-The JSON bytes of each issue are cached per (id, seq): a list page is a join of cached
-bytes, and a newer state can never be served with an older body.
+A list page is a join of the bytes the read model keeps; an issue with files gets its
+URLs added once per (id, seq), so a newer state is never served with an older body.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
 
 from hydraissue.model import Attachment, Issue
+from projections.compact import issue_json
+from projections.readmodel import IssueReadModel
+from projections.rows import IndexRow
 
 
 def upload_url(issue_id: int, filename: str) -> str:
@@ -32,21 +35,53 @@ def issue_dict(issue: Issue) -> dict[str, Any]:
 
 
 class IssueJson:
+    """The API's JSON of issues. An issue without files is sent as the read model keeps
+    it (its bytes are the API's); one with files gets their URLs, rendered once per
+    (id, seq) and cached."""
+
     def __init__(self) -> None:
-        self._cache: dict[int, tuple[int, bytes]] = {}
+        self._with_urls: dict[int, tuple[int, bytes]] = {}
 
     def render(self, issue: Issue) -> bytes:
-        hit = self._cache.get(issue.id)
+        """From an issue object in hand (the answer to a write)."""
+        if not issue.attachments:
+            return issue_json(issue)
+        hit = self._with_urls.get(issue.id)
         if hit is not None and hit[0] == issue.seq:
             return hit[1]
-        # A copy: orjson's own buffer is several times larger than its content.
         body = memoryview(orjson.dumps(issue_dict(issue))).tobytes()
-        self._cache[issue.id] = (issue.seq, body)
+        self._with_urls[issue.id] = (issue.seq, body)
         return body
 
-    def page(self, issues: Iterable[Issue]) -> bytes:
-        render = self.render
-        return b"[" + b",".join([render(issue) for issue in issues]) + b"]"
+    def of(self, row: IndexRow, raw: bytes, issue: Callable[[int], Issue | None]) -> bytes | None:
+        """From the read model's bytes; ``issue`` builds the object when URLs are needed."""
+        if not row.attachments:
+            return raw
+        hit = self._with_urls.get(row.id)
+        if hit is not None and hit[0] == row.seq:
+            return hit[1]
+        found = issue(row.id)
+        return self.render(found) if found is not None else None
+
+    def page_of(self, ids: Iterable[int], model: IssueReadModel) -> bytes:
+        """A list page from ids: the kept bytes of each issue (no Issue object built for
+        one without files)."""
+        rows = model.rows
+        parts: list[bytes] = []
+        for issue_id in ids:
+            row = rows.get(issue_id)
+            raw = model.json(issue_id)
+            if row is None:
+                continue
+            if raw is None:  # not loaded yet: build it
+                found = model.issue(issue_id)
+                if found is not None:
+                    parts.append(self.render(found))
+                continue
+            body = self.of(row, raw, model.issue)
+            if body is not None:
+                parts.append(body)
+        return b"[" + b",".join(parts) + b"]"
 
     def forget(self, issue_id: int) -> None:
-        self._cache.pop(issue_id, None)
+        self._with_urls.pop(issue_id, None)
