@@ -65,9 +65,7 @@ def replace_many(
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             temps.append(temp)
             fds.append(fd)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_all(fd, data)
         for _ in (fsyncs or map)(os.fsync, fds):
             pass
         for fd in fds:
@@ -87,6 +85,24 @@ def replace_many(
         for folder in {path.parent for path, _ in files}:
             fsync_dir(folder)
     return len(files)
+
+
+SYNC_STEP = 1 << 20  # a big file is synced a megabyte at a time as it is written
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write ``data``; a big file is made durable in steps as it goes, so each file
+    system commit carries at most a step of it: an fsync of 16 MB at once would hold
+    up every commit of the event store meanwhile (ordered data mode)."""
+    view = memoryview(data)
+    step = SYNC_STEP if len(data) > 2 * SYNC_STEP else len(data)
+    while view:
+        chunk = view[:step]
+        while chunk:
+            chunk = chunk[os.write(fd, chunk) :]
+        view = view[step:]
+        if view:
+            os.fdatasync(fd)
 
 
 def _holds(path: Path, data: bytes) -> bool:
