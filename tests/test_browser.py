@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import struct
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -130,13 +131,6 @@ class Server:
         )
         with urllib.request.urlopen(request, timeout=10) as resp:
             return json.loads(resp.read() or b"null")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def hydraissue_command() -> list[str]:

@@ -27,7 +27,7 @@ from hydraissue import __version__
 from hydraissue.cli import main
 from hydraissue.config import Config, ConfigError, load
 from hydraissue.datadir import DataDirLock
-from tests.conftest import settled
+from tests.conftest import free_port, settled
 from web.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,13 +49,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def child_env(home: Path, **extra: str) -> dict[str, str]:
