@@ -693,10 +693,11 @@ class FileEventStore(EventStore):
         found.sort(key=lambda e: e.pos)
         return found, covered
 
-    async def changed_after(self, position: int) -> set[int]:
-        if position >= self._head:
+    async def changed_after(self, position: int, up_to: int | None = None) -> set[int]:
+        last = self._head if up_to is None else min(up_to, self._head)
+        if position >= last:
             return set()
-        ids = self.index.issue_column(position + 1, self._head)
+        ids = self.index.issue_column(position + 1, last)
         changed = set(ids)
         changed.discard(0)
         return changed

@@ -35,9 +35,13 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
 
 
-def replace_atomically(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
-    """Write ``data`` to a temp file beside ``path``, fsync, rename over ``path``."""
-    replace_many([(path, data)], sync_dirs=sync_dir)
+def replace_atomically(
+    path: Path, data: bytes, *, sync_dir: bool = True, mode: int = 0o644
+) -> None:
+    """Write ``data`` to a temp file beside ``path``, fsync, rename over ``path``.
+    ``mode`` is the new file's from its creation (0o600 for secrets: never readable by
+    others, not even for a moment)."""
+    replace_many([(path, data)], sync_dirs=sync_dir, mode=mode)
 
 
 def replace_many(
@@ -46,6 +50,7 @@ def replace_many(
     fsyncs: FsyncMap | None = None,
     sync_dirs: bool = True,
     only_changed: bool = False,
+    mode: int = 0o644,
 ) -> int:
     """Replace many files atomically: all temp files written and fsynced, then renamed,
     then each touched folder fsynced once. On failure every temp file is removed.
@@ -62,7 +67,7 @@ def replace_many(
     try:
         for path, data in files:
             temp = temp_path(path)
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             temps.append(temp)
             fds.append(fd)
             _write_all(fd, data)

@@ -140,8 +140,9 @@ class EventStore(ABC):
         """Up to ``limit`` committed events with positions above ``position``, in order."""
 
     @abstractmethod
-    async def changed_after(self, position: int) -> set[int]:
-        """Ids of the issues with an event above ``position`` (start-up catch-up)."""
+    async def changed_after(self, position: int, up_to: int | None = None) -> set[int]:
+        """Ids of the issues with an event above ``position`` (and at most ``up_to``):
+        start-up catch-up, and the issues a time window touched."""
 
     @abstractmethod
     def issue_ids(self) -> list[int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -41,6 +42,18 @@ class Config:
     upload_max_request_bytes: int = 50 * 1024 * 1024
     report_rate_limit: int = 10
     trusted_proxies: tuple[str, ...] = ()
+    # webhooks: (a section of the file)
+    webhooks_allow_private_targets: bool = field(
+        default=False, metadata={"section": "webhooks", "key": "allow_private_targets"}
+    )
+    webhooks_allowed_targets: tuple[str, ...] = field(
+        default=(), metadata={"section": "webhooks", "key": "allowed_targets"}
+    )
+    webhooks_disable_after_hours: int = field(
+        default=24, metadata={"section": "webhooks", "key": "disable_after_hours"}
+    )
+    # quality: (a section of the file)
+    quality_stuck_days: int = field(default=3, metadata={"section": "quality", "key": "stuck_days"})
     dev: bool = field(default=False, metadata={"internal": True})
 
     @property
@@ -62,10 +75,29 @@ class Config:
 
 
 _TYPES: dict[str, type] = {"str": str, "int": int, "bool": bool, "tuple[str, ...]": list}
-KEYS: dict[str, type] = {
+# Every field by its name (sections flattened: webhooks.allow_private_targets is the
+# field webhooks_allow_private_targets).
+FIELD_TYPES: dict[str, type] = {
     f.name: _TYPES[str(f.type)] for f in fields(Config) if not f.metadata.get("internal")
 }
-_TYPE_WORDS = {str: "a string", int: "a whole number", bool: "true or false", list: "a list"}
+# The sections of the file: section -> key -> field name.
+SECTIONS: dict[str, dict[str, str]] = {}
+for _field in fields(Config):
+    if "section" in _field.metadata:
+        SECTIONS.setdefault(_field.metadata["section"], {})[_field.metadata["key"]] = _field.name
+_SECTION_FIELDS = {name for keys in SECTIONS.values() for name in keys.values()}
+# The top-level keys of the file: plain keys, and the sections.
+KEYS: dict[str, type] = {
+    **{name: kind for name, kind in FIELD_TYPES.items() if name not in _SECTION_FIELDS},
+    **dict.fromkeys(SECTIONS, dict),
+}
+_TYPE_WORDS = {
+    str: "a string",
+    int: "a whole number",
+    bool: "true or false",
+    list: "a list",
+    dict: "a mapping",
+}
 ENV = {
     "HYDRAISSUE_API_TOKEN": "api_token",
     "HYDRAISSUE_ADMIN_TOKEN": "admin_token",
@@ -101,14 +133,44 @@ def read_file(path: Path) -> dict[str, Any]:
 
 
 def check(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
-    checked: dict[str, Any] = {}
+    """A config file's mapping (sections nested) as checked field values (flat)."""
+    flat: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in KEYS:
             raise ConfigError(
                 f"{source}: unknown key {key!r}; known keys: {', '.join(sorted(KEYS))}"
             )
-        checked[key] = _coerce(key, value, KEYS[key], source)
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
+            for sub, sub_value in value.items():
+                if sub not in SECTIONS[key]:
+                    known = ", ".join(f"{key}.{k}" for k in sorted(SECTIONS[key]))
+                    raise ConfigError(f"{source}: unknown key '{key}.{sub}'; known: {known}")
+                flat[SECTIONS[key][sub]] = sub_value
+        else:
+            flat[key] = value
+    return validate(flat, source)
+
+
+def _shown(name: str) -> str:
+    """A field's name as the file spells it (``webhooks.allowed_targets``)."""
+    for section, keys in SECTIONS.items():
+        for key, field_name in keys.items():
+            if field_name == name:
+                return f"{section}.{key}"
+    return name
+
+
+def validate(flat: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Field values (flat names) coerced to their types and checked together."""
+    checked: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key not in FIELD_TYPES:
+            raise ConfigError(f"{source}: unknown key {key!r}")
+        checked[key] = _coerce(_shown(key), value, FIELD_TYPES[key], source)
     _check_proxies(checked.get("trusted_proxies", ()), source)
+    _check_targets(checked.get("webhooks_allowed_targets", ()), source)
     if "listen" in checked:
         parse_listen(checked["listen"])
     if checked.get("log_level", "info") not in LOG_LEVELS:
@@ -137,6 +199,25 @@ def _coerce(key: str, value: Any, want: type, source: str) -> Any:
     if not isinstance(value, str):
         raise wrong
     return value
+
+
+_HOST = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*\.?$"
+)
+
+
+def _check_targets(targets: tuple[str, ...], source: str) -> None:
+    for target in targets:
+        try:
+            ipaddress.ip_network(target, strict=False)
+            continue
+        except ValueError:
+            pass
+        if not _HOST.match(target):
+            raise ConfigError(
+                f"{source}: webhooks.allowed_targets entry {target!r} is neither a host "
+                "name nor an IP address or CIDR network"
+            )
 
 
 def _check_proxies(proxies: tuple[str, ...], source: str) -> None:
@@ -178,7 +259,7 @@ def load(
         if env.get(name):
             values[key] = env[name]
     values.update({k: v for k, v in (flags or {}).items() if v is not None})
-    config = replace(Config(), **check(values, "configuration"), dev=dev)
+    config = replace(Config(), **validate(values, "configuration"), dev=dev)
     for key in ("api_token", "admin_token") if require_tokens else ():
         if not getattr(config, key):
             raise ConfigError(

@@ -62,6 +62,7 @@ def _values(state: Issue) -> dict[str, Any]:
         "nim_actions": state.nim_actions,
         "attachments": state.attachments,
         "deleted": state.deleted,
+        "status_at": state.status_at,
     }
 
 
@@ -86,6 +87,7 @@ def _created(event: Event) -> dict[str, Any]:
         "nim_actions": (),
         "attachments": (),
         "deleted": False,
+        "status_at": event.at,
     }
 
 
@@ -108,6 +110,8 @@ def _apply(values: dict[str, Any] | None, event: Event) -> dict[str, Any]:
     if kind == "issue.updated":
         raw = data.get("changes")
         if isinstance(raw, dict):
+            if "status" in raw and raw["status"] != values["status"]:
+                values["status_at"] = event.at
             values.update({k: v for k, v in raw.items() if k in UPDATABLE})
     elif kind == "comment.added":
         comments = values["comments"]

@@ -130,6 +130,7 @@ class Issue:
     nim_actions: tuple[NimAction, ...] = ()
     attachments: tuple[Attachment, ...] = ()
     deleted: bool = False
+    status_at: str = ""  # when the issue entered its status (stats, stuck issues)
 
     @property
     def etag(self) -> str:
@@ -195,4 +196,5 @@ def issue_from_dict(raw: dict[str, Any]) -> Issue:
             for a in raw.get("attachments") or ()
         ),
         deleted=bool(raw.get("deleted", False)),
+        status_at=str(raw.get("status_at") or raw["created_at"]),
     )

@@ -40,7 +40,7 @@ class CompactIssues:
     def json(self, issue_id: int) -> bytes | None:
         return self._json.get(issue_id)
 
-    def get(self, issue_id: int, seq: int, deleted: bool) -> Issue | None:
+    def get(self, issue_id: int, seq: int, deleted: bool, status_at: str) -> Issue | None:
         """The issue as an object, built from its JSON unless it is hot."""
         hot = self._hot.get(issue_id)
         if hot is not None:
@@ -52,6 +52,7 @@ class CompactIssues:
         fields = orjson.loads(raw)
         fields["seq"] = seq
         fields["deleted"] = deleted
+        fields["status_at"] = status_at
         issue = issue_from_dict(fields)
         self._keep_hot(issue)
         return issue

@@ -26,9 +26,9 @@ from events.codec import (
 from events.fsio import FsyncMap, fsync_dir, remove_stale_temps, replace_atomically, replace_many
 from hydraissue.model import Issue, display_key, issue_from_dict
 from projections.keys import KeyRecord
-from projections.rows import ROW_COLUMNS, IndexRow, compact
+from projections.rows import ROW_COLUMNS, IndexRow
 
-INDEX_FORMAT = 4  # rows as arrays, columns in ROW_COLUMNS order
+INDEX_FORMAT = 5  # rows as arrays, columns in ROW_COLUMNS order
 KEYS_FORMAT = 2
 _HEADER = re.compile(rb"^([a-z_]+): *(\d+)$")
 _ROWS_PER_CHUNK = 2048  # rows encoded per step, so a big index never holds the GIL long
@@ -55,6 +55,7 @@ class ProjectionFiles:
     def render_issue(issue: Issue) -> bytes:
         body: dict[str, Any] = issue.to_dict()
         body["seq"] = issue.seq
+        body["status_at"] = issue.status_at
         header = (
             f"# {display_key(issue.id)}: projection of events/{issue.id}.yaml, "
             "rebuilt by `hydraissue replay`. Edits here are overwritten.\n"
@@ -157,9 +158,7 @@ class ProjectionFiles:
     def read_index(self) -> tuple[int, list[IndexRow]] | None:
         """The checkpoint and rows, or None when there is no usable index."""
         # _make raises TypeError on an item that is not one of our rows.
-        return self._read_sectioned(
-            self.index_path, b"issues", INDEX_FORMAT, lambda item: compact(IndexRow._make(item))
-        )
+        return self._read_sectioned(self.index_path, b"issues", INDEX_FORMAT, IndexRow.load)
 
     def read_keys(self) -> tuple[int, list[KeyRecord]] | None:
         loaded = self._read_sectioned(self.keys_path, b"keys", KEYS_FORMAT)

@@ -29,6 +29,17 @@ class ListQuery:
     sort: str = "created"
     limit: int = DEFAULT_LIMIT
     offset: int = 0
+    nim_action: str | None = None  # issues with this nim action (by ``nim``, if given)
+    without_nim_action: str | None = None  # issues without it (by ``nim``, if given)
+    nim: str | None = None  # scopes the two above to one agent; alone: its issues
+
+    @property
+    def has_nim_filter(self) -> bool:
+        return (
+            self.nim_action is not None
+            or self.without_nim_action is not None
+            or self.nim is not None
+        )
 
     def filter_key(self) -> tuple[object, ...]:
         """Everything that decides the result set and its order (not the page)."""
@@ -39,6 +50,9 @@ class ListQuery:
             self.projects,
             self.words,
             self.sort,
+            self.nim_action,
+            self.without_nim_action,
+            self.nim,
         )
 
 
@@ -63,7 +77,40 @@ def _int(raw: str, field: str, low: int, high: int) -> int:
     return value
 
 
+PARAMS = (
+    "status",
+    "stage",
+    "category",
+    "priority",
+    "project",
+    "active_only",
+    "q",
+    "sort",
+    "limit",
+    "offset",
+    "nim_action",
+    "without_nim_action",
+    "nim",
+)
+
+
+def _name(params: Mapping[str, str], field: str) -> str | None:
+    if field not in params:
+        return None
+    value = params[field].strip()
+    if not value or len(value) > 200:
+        raise Invalid(field, "must be a name of 1 to 200 characters")
+    return value
+
+
 def parse_list_query(params: Mapping[str, str]) -> ListQuery:
+    unknown = sorted(set(params) - set(PARAMS))
+    if unknown:
+        raise Invalid(
+            unknown[0],
+            f"unknown query parameter; accepted: {', '.join(PARAMS)} (names are case-sensitive)",
+            {"field": unknown[0], "allowed": list(PARAMS)},
+        )
     statuses: set[str] | None = None
     if "status" in params:
         raw = ",".join(
@@ -105,6 +152,9 @@ def parse_list_query(params: Mapping[str, str]) -> ListQuery:
         sort=sort,
         limit=_int(params.get("limit", str(DEFAULT_LIMIT)), "limit", 1, MAX_LIMIT),
         offset=_int(params.get("offset", "0"), "offset", 0, 10**9),
+        nim_action=_name(params, "nim_action"),
+        without_nim_action=_name(params, "without_nim_action"),
+        nim=_name(params, "nim"),
     )
 
 
@@ -135,4 +185,24 @@ def row_matches(row: IndexRow, query: ListQuery) -> bool:
         and (query.categories is None or row.category in query.categories)
         and (query.priorities is None or row.priority in query.priorities)
         and (query.projects is None or row.project in query.projects)
+        and (not query.has_nim_filter or nims_match(row.nims, query))
     )
+
+
+def nims_match(pairs: tuple[tuple[str, str], ...], query: ListQuery) -> bool:
+    """The nim filters on one issue's distinct (agent, action) pairs."""
+    agent = query.nim
+
+    def has(action: str | None) -> bool:
+        return any(
+            (agent is None or name == agent) and (action is None or done == action)
+            for name, done in pairs
+        )
+
+    if query.nim_action is not None and not has(query.nim_action):
+        return False
+    if query.without_nim_action is not None and has(query.without_nim_action):
+        return False
+    if agent is not None and query.nim_action is None and query.without_nim_action is None:
+        return has(None)
+    return True

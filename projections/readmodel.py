@@ -28,6 +28,7 @@ from projections.compact import CompactIssues, issue_json
 from projections.keys import KeyRecord, record_for
 from projections.query import ListQuery, row_matches, sort_key
 from projections.rows import IndexRow, row_for
+from projections.stats import StatsIndex
 
 FACETS = ("status", "category", "priority", "project")
 RESULT_CACHE = 256  # distinct filters whose sorted ids are kept
@@ -57,6 +58,9 @@ class IssueReadModel:
         self._live: list[int] = []  # live ids, ascending = creation order
         self._facets: dict[str, dict[str | None, set[int]]] = {f: {} for f in FACETS}
         self._results: OrderedDict[tuple[object, ...], tuple[int, list[int]]] = OrderedDict()
+        # (agent, action), (None, action), (agent, None) -> issues: the nim filters
+        self._nims: dict[tuple[str | None, str | None], set[int]] = {}
+        self.stats = StatsIndex()
         self._generation = 0  # bumped by every change of rows: invalidates _results
         self._pruned = time.time()
 
@@ -86,6 +90,9 @@ class IssueReadModel:
                 else:
                     found.add(row.id)
             facets[facet] = index
+        for row in live:
+            self._index_nims(row, add=True)
+        self.stats.load(live)
         self._generation += 1
         now = time.time()
         self.keys = {k.key: k for k in keys if k.expires > now}
@@ -139,7 +146,7 @@ class IssueReadModel:
         row = self.rows.get(issue_id)
         if row is None:
             return None
-        return self._full.get(issue_id, row.seq, row.deleted)
+        return self._full.get(issue_id, row.seq, row.deleted, row.status_at)
 
     def json(self, issue_id: int) -> bytes | None:
         """A live issue's JSON as the API shows it (without URLs), if it is in memory."""
@@ -181,7 +188,7 @@ class IssueReadModel:
         row = self.rows.get(issue_id)
         if row is None:
             return None
-        state = self._full.get(issue_id, row.seq, row.deleted)
+        state = self._full.get(issue_id, row.seq, row.deleted, row.status_at)
         if state is not None:
             return state
         loaded = self._loader(issue_id)
@@ -218,6 +225,8 @@ class IssueReadModel:
             self._live.insert(index, row.id)
         for facet in FACETS:
             self._facets[facet].setdefault(getattr(row, facet), set()).add(row.id)
+        self._index_nims(row, add=True)
+        self.stats.add(row)
 
     def _remove_row(self, row: IndexRow) -> None:
         if row.deleted:
@@ -227,6 +236,19 @@ class IssueReadModel:
             del self._live[index]
         for facet in FACETS:
             self._facets[facet].get(getattr(row, facet), set()).discard(row.id)
+        self._index_nims(row, add=False)
+        self.stats.remove(row)
+
+    def _index_nims(self, row: IndexRow, *, add: bool) -> None:
+        nims = self._nims
+        for agent, action in row.nims:
+            for key in ((agent, action), (None, action), (agent, None)):
+                if add:
+                    nims.setdefault(key, set()).add(row.id)
+                else:
+                    found = nims.get(key)
+                    if found is not None:
+                        found.discard(row.id)
 
     # -- reads ---------------------------------------------------------------------
 
@@ -248,6 +270,11 @@ class IssueReadModel:
 
     def count(self) -> int:
         return len(self._live)
+
+    def rows_with_status(self, statuses: Iterable[str]) -> list[IndexRow]:
+        """The live rows in these statuses, from the status facet (not a scan)."""
+        ids = set().union(*(self._facets["status"].get(s, set()) for s in statuses))
+        return [self.rows[i] for i in sorted(ids) if i in self.rows]
 
     def known_projects(self, limit: int = 50) -> list[str]:
         """The most used project names (bounded: anyone can name a project on /report)."""
@@ -285,7 +312,20 @@ class IssueReadModel:
         return ids
 
     def _candidates(self, query: ListQuery) -> set[int] | None:
-        """The smallest facet set that bounds the result, or None for 'everything'."""
+        """A set of ids that bounds the result, or None for 'everything': the smallest
+        facet set, narrowed by the nim filters with set operations (in C)."""
+        best = self._facet_candidates(query)
+        if query.nim_action is not None or (
+            query.nim is not None and query.without_nim_action is None
+        ):
+            having = self._nims.get((query.nim, query.nim_action), set())
+            best = set(having) if best is None else (best & having)
+        if query.without_nim_action is not None:
+            having = self._nims.get((query.nim, query.without_nim_action), set())
+            best = (set(self._live) if best is None else best) - having
+        return best
+
+    def _facet_candidates(self, query: ListQuery) -> set[int] | None:
         best: set[int] | None = None
         for facet, wanted in (
             ("status", query.statuses),

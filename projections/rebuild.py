@@ -28,6 +28,8 @@ from hydraissue.evolve import evolve, fold
 from hydraissue.model import Issue
 from projections.files import ProjectionFiles
 from projections.keys import KeyRecord, record_for
+from projections.nims import NAME as NIM_SUBSCRIBER
+from projections.nims import NimTrails, TrailEntry, entry_for, nim_of
 from projections.rows import IndexRow, row_for
 from projections.writer import NAME as FILES_SUBSCRIBER
 
@@ -104,6 +106,7 @@ class ChunkResult:
     events: int = 0
     deleted: int = 0
     damaged: dict[int, str] = field(default_factory=dict)
+    trails: dict[str, list[TrailEntry]] = field(default_factory=dict)
 
 
 def replay_chunk(
@@ -117,6 +120,10 @@ def replay_chunk(
             out.damaged[issue_id] = str(read)
             continue
         item = fold_events(read)
+        for event in read:
+            agent = nim_of(event)
+            if agent is not None:
+                out.trails.setdefault(agent, []).append(entry_for(event))
         out.rows.append(row_for(item.issue))
         out.keys.extend(item.keys)
         out.events += item.events
@@ -165,6 +172,7 @@ async def replay(data_dir: Path, progress: Progress | None = None) -> ReplayResu
     rows: list[IndexRow] = []
     keys: list[KeyRecord] = []
     live: set[int] = set()
+    trails: dict[str, list[TrailEntry]] = {}
     ids = [i for i in store.issue_ids() if i not in store.damaged]
     result.damaged = dict(store.damaged)
     chunks = [ids[start : start + CHUNK] for start in range(0, len(ids), CHUNK)]
@@ -177,6 +185,8 @@ async def replay(data_dir: Path, progress: Progress | None = None) -> ReplayResu
         result.deleted += chunk.deleted
         result.issues += len(chunk.live)
         result.damaged.update(chunk.damaged)
+        for agent, entries in chunk.trails.items():
+            trails.setdefault(agent, []).extend(entries)
         if progress:
             progress(min(len(ids), done * CHUNK), len(ids))
 
@@ -211,6 +221,10 @@ async def replay(data_dir: Path, progress: Progress | None = None) -> ReplayResu
         head = store.head
         files.write_snapshot(rows, keys, head)
         write_checkpoint(data_dir / SUBSCRIBERS, FILES_SUBSCRIBER, head)
+        audit = NimTrails(data_dir)
+        audit.trails = {agent: sorted(e, key=lambda x: x.pos) for agent, e in trails.items()}
+        audit.write_all()
+        write_checkpoint(data_dir / SUBSCRIBERS, NIM_SUBSCRIBER, head)
     finally:
         await store.close()
     if progress and not ids:

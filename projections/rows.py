@@ -27,6 +27,8 @@ class IndexRow(NamedTuple):
     seq: int
     deleted: bool = False
     attachments: int = 0  # how many files (the API adds their URLs; lists show a badge)
+    status_at: str = ""  # when it entered its status (stats)
+    nims: tuple[tuple[str, str], ...] = ()  # distinct (agent, action) pairs, for filters
 
     def to_dict(self) -> dict[str, Any]:
         return self._asdict()
@@ -34,6 +36,14 @@ class IndexRow(NamedTuple):
     def values(self) -> tuple[Any, ...]:
         """The row as the index stores it: its values in ``ROW_COLUMNS`` order."""
         return tuple(self)
+
+    @staticmethod
+    def load(item: list[Any]) -> IndexRow:
+        """A row as the index stores it (nims as lists): TypeError if it is not one."""
+        row = IndexRow._make(item)
+        if row.nims:
+            row = row._replace(nims=tuple((n, a) for n, a in row.nims))
+        return compact(row)
 
     @staticmethod
     def from_dict(raw: dict[str, Any]) -> IndexRow:
@@ -50,6 +60,8 @@ class IndexRow(NamedTuple):
             seq=int(raw["seq"]),
             deleted=bool(raw.get("deleted", False)),
             attachments=int(raw.get("attachments", 0)),
+            status_at=str(raw.get("status_at") or raw["created_at"]),
+            nims=tuple((str(n), str(a)) for n, a in raw.get("nims") or ()),
         )
 
 
@@ -74,6 +86,7 @@ def compact(row: IndexRow) -> IndexRow:
         priority=_shared(row.priority),
         project=_shared(row.project),
         reporter=_shared(row.reporter),
+        nims=tuple((_shared(n), _shared(a)) for n, a in row.nims),
     )
 
 
@@ -91,4 +104,13 @@ def row_for(issue: Issue) -> IndexRow:
         seq=issue.seq,
         deleted=issue.deleted,
         attachments=len(issue.attachments),
+        status_at=issue.status_at,
+        nims=nim_pairs(issue),
     )
+
+
+def nim_pairs(issue: Issue) -> tuple[tuple[str, str], ...]:
+    """The distinct (agent, action) pairs of an issue's nim actions, in a fixed order."""
+    if not issue.nim_actions:
+        return ()
+    return tuple(sorted({(sys.intern(a.name), sys.intern(a.action)) for a in issue.nim_actions}))

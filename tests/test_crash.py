@@ -5,14 +5,9 @@ and find every acknowledged write; then ``hydraissue verify`` agrees with the lo
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import random
 import signal
-import socket
 import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,74 +16,11 @@ import aiohttp
 import pytest
 import yaml
 
-BIN = Path(sys.executable).parent / "hydraissue"
-API_TOKEN = "crash-api-token"
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+from tests.conftest import AUTH, BIN, server_env, start_server, stop
+
 CLIENTS = 8
 NON_TERMINAL = ("open", "groomed", "planning", "proposed", "accepted", "rejected", "implementing")
 TERMINAL = ("done", "closed")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def server_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRAISSUE_")}
-    env.update(
-        HOME=str(home),
-        HYDRAISSUE_API_TOKEN=API_TOKEN,
-        HYDRAISSUE_ADMIN_TOKEN="crash-admin-token",
-    )
-    return env
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-async def start_server(data_dir: Path, home: Path, log: Path) -> Server:
-    port = free_port()
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [str(BIN), "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"],
-            env=server_env(home),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(proc, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + 15
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{server.output()}")
-            with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with session.get(f"{server.url}/api/v1/health") as resp:
-                    if resp.status == 200:
-                        return server
-            await asyncio.sleep(0.05)
-    stop(server, signal.SIGKILL)
-    pytest.fail(f"server did not become healthy:\n{server.output()}")
-
-
-def stop(server: Server, sig: signal.Signals) -> int:
-    if server.proc.poll() is None:
-        server.proc.send_signal(sig)
-    try:
-        return server.proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
-        server.proc.wait()
-        raise
 
 
 # -- the write stream ----------------------------------------------------------------
@@ -315,7 +247,7 @@ async def check_subscribers_catch_up(base: str) -> None:
                 break
             await asyncio.sleep(0.05)
         assert health["status"] == "ok", health
-        assert set(subscribers) == {"issue-files", "uploads-cleanup"}
+        assert set(subscribers) == {"issue-files", "uploads-cleanup", "webhooks", "nim-audit"}
         assert all(s["lag"] == 0 and s["failures"] == 0 for s in subscribers.values()), health
         # the stream is whole: positions rise, and every one is an event of a log
         async with session.get(

@@ -179,9 +179,14 @@ class Lifecycle(RuleBasedStateMachine):
         after = self.issues[issue_id]
         for name, value in command.changes.items():
             assert getattr(after, name) == value
-        untouched = set(Issue.__slots__) - set(command.changes) - {"seq", "updated_at"}
+        untouched = set(Issue.__slots__) - set(command.changes) - {"seq", "updated_at", "status_at"}
         for name in untouched:
             assert getattr(after, name) == getattr(state, name), name
+        # status_at: when the issue entered its status (moves with the status only)
+        if "status" in differing:
+            assert after.status_at == after.updated_at
+        else:
+            assert after.status_at == state.status_at
 
     # -- rules -------------------------------------------------------------------------
 

@@ -275,6 +275,8 @@ async def test_changed_after_names_the_issues_written_since(factory: FileStoreFa
     await comment(store, 4, 1)
     store = await factory.reopen(store)
     assert await store.changed_after(checkpoint) == {2, 4}
+    assert await store.changed_after(checkpoint, checkpoint + 1) == {2}
+    assert await store.changed_after(0, checkpoint) == {1, 2, 3, 4}
     assert await store.changed_after(store.head) == set()
 
 

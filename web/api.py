@@ -21,7 +21,23 @@ from web.representation import attachment_dict
 from web.responses import json_response, public_base, read_json
 
 routes = web.RouteTableDef()
-API_ACTOR = Actor("api")
+NIM_HEADER = "X-Nim-Name"
+
+
+def nim_of(request: web.Request) -> str | None:
+    """The agent a write says it comes from (``X-Nim-Name``), for its audit trail."""
+    raw = request.headers.get(NIM_HEADER)
+    if raw is None:
+        return None
+    name = raw.strip()
+    if not name or len(name) > 200 or not name.isprintable():
+        raise Invalid(NIM_HEADER, "must be the agent's name: 1 to 200 printable characters")
+    return name
+
+
+def actor_of(request: web.Request, name: str | None = None) -> Actor:
+    """The API actor: named after the agent when it says who it is, else ``name``."""
+    return Actor("api", nim_of(request) or name)
 
 
 def issue_id_of(request: web.Request) -> int:
@@ -71,7 +87,10 @@ async def runbook(request: web.Request) -> web.Response:
 async def create_issue(request: web.Request) -> web.Response:
     command = parse.create_issue(await body_of(request))
     outcome = await request.app[SERVICE].handle(
-        command, Actor("api", command.reporter), idempotency_of(request)
+        command,
+        actor_of(request, command.reporter),
+        idempotency_of(request),
+        nim=nim_of(request),
     )
     return issue_response(request, outcome.issue, 201, outcome)
 
@@ -116,14 +135,14 @@ async def patch_issue(request: web.Request) -> web.Response:
     command = parse.update_issue(
         issue_id_of(request), await body_of(request), request.headers.get("If-Match")
     )
-    outcome = await request.app[SERVICE].handle(command, API_ACTOR)
+    outcome = await request.app[SERVICE].handle(command, actor_of(request), nim=nim_of(request))
     return issue_response(request, outcome.issue)
 
 
 @routes.delete("/api/v1/issues/{id}")
 async def delete_issue(request: web.Request) -> web.Response:
     command = DeleteIssue(issue_id_of(request), request.headers.get("If-Match"))
-    await request.app[SERVICE].handle(command, API_ACTOR)
+    await request.app[SERVICE].handle(command, actor_of(request), nim=nim_of(request))
     request.app[ISSUE_JSON].forget(command.issue_id)
     return web.Response(status=204)
 
@@ -133,7 +152,7 @@ async def put_plan(request: web.Request) -> web.Response:
     command = parse.set_plan(
         issue_id_of(request), await body_of(request), request.headers.get("If-Match")
     )
-    outcome = await request.app[SERVICE].handle(command, API_ACTOR)
+    outcome = await request.app[SERVICE].handle(command, actor_of(request), nim=nim_of(request))
     return issue_response(request, outcome.issue)
 
 
@@ -141,7 +160,7 @@ async def put_plan(request: web.Request) -> web.Response:
 async def add_comment(request: web.Request) -> web.Response:
     command = parse.add_comment(issue_id_of(request), await body_of(request))
     outcome = await request.app[SERVICE].handle(
-        command, Actor("api", command.author), idempotency_of(request)
+        command, actor_of(request, command.author), idempotency_of(request), nim=nim_of(request)
     )
     if outcome.replayed is not None:
         comment = next(c for c in outcome.issue.comments if c.id == outcome.replayed.ref)
@@ -154,7 +173,7 @@ async def add_comment(request: web.Request) -> web.Response:
 async def add_nim_action(request: web.Request) -> web.Response:
     command = parse.record_nim_action(issue_id_of(request), await body_of(request))
     outcome = await request.app[SERVICE].handle(
-        command, Actor("api", command.name), idempotency_of(request)
+        command, actor_of(request, command.name), idempotency_of(request), nim=nim_of(request)
     )
     actions = outcome.issue.nim_actions
     ref = outcome.replayed.ref if outcome.replayed is not None else None
@@ -180,7 +199,9 @@ async def add_attachment(request: web.Request) -> web.Response:
         service.uploads.discard(post.files)
         raise Invalid("file", "send exactly one file in the multipart field 'file'")
     idem = fingerprint_form(request, post.fields, post.files)
-    outcome = await service.attach(issue_id, post.files[0], API_ACTOR, idem)
+    outcome = await service.attach(
+        issue_id, post.files[0], actor_of(request), idem, nim=nim_of(request)
+    )
     attachments = outcome.issue.attachments
     ref = outcome.replayed.ref if outcome.replayed is not None else None
     attachment = next((a for a in attachments if a.filename == ref), attachments[-1])

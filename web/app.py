@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
 
 from hydraissue.config import Config
 from hydraissue.datadir import DataDirLock
+from hydraissue.delivery import Policy
 from hydraissue.ratelimit import RateLimiter
 from hydraissue.service import IssueService
 from hydraissue.uploads import human
-from web import api, feed, public
+from web import api, feed, insight_api, public, webhooks_api
 from web.clientip import networks
 from web.keys import (
     CONFIG,
@@ -44,8 +46,17 @@ def runbook_text() -> bytes:
 
 
 def create_app(
-    config: Config, *, own_lock: bool = True, feed_keepalive: float = 15.0
+    config: Config,
+    *,
+    own_lock: bool = True,
+    feed_keepalive: float = 15.0,
+    delivery_policy: Policy | None = None,
+    resolver: AbstractResolver | None = None,
+    clock: Callable[[], str] | None = None,
 ) -> web.Application:
+    """``delivery_policy``, ``resolver`` and ``clock``: webhook retries, name lookups and
+    event times, which a test shortens or controls; the defaults are the seed's numbers,
+    the system's DNS and the wall clock."""
     app = web.Application(
         middlewares=[errors, bearer_auth, idempotency],
         client_max_size=config.max_json_bytes,
@@ -68,9 +79,11 @@ def create_app(
     app.on_response_prepare.append(security_headers)
     app.add_routes(api.routes)
     app.add_routes(feed.routes)
+    app.add_routes(webhooks_api.routes)
+    app.add_routes(insight_api.routes)
     app.add_routes(public.routes)
     app.router.add_static("/static", HERE / "static")
-    app.cleanup_ctx.append(_storage(own_lock))
+    app.cleanup_ctx.append(_storage(own_lock, delivery_policy, resolver, clock))
     app.on_shutdown.append(_close_feeds)
     return app
 
@@ -81,7 +94,12 @@ async def _close_feeds(app: web.Application) -> None:
         await app[feed.HUB].stop()
 
 
-def _storage(own_lock: bool):  # type: ignore[no-untyped-def]
+def _storage(  # type: ignore[no-untyped-def]
+    own_lock: bool,
+    delivery_policy: Policy | None,
+    resolver: AbstractResolver | None,
+    clock: Callable[[], str] | None,
+):
     async def storage(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG]
         data_dir = config.data_path
@@ -89,7 +107,13 @@ def _storage(own_lock: bool):  # type: ignore[no-untyped-def]
         lock = DataDirLock(data_dir)
         if own_lock:
             lock.acquire()
-        service = IssueService(data_dir)
+        service = IssueService(
+            data_dir,
+            config=config,
+            delivery_policy=delivery_policy,
+            resolver=resolver,
+            **({"clock": clock} if clock is not None else {}),
+        )
         try:
             await service.start()
             app[SERVICE] = service

@@ -7,31 +7,16 @@ URLs added once per (id, seq), so a newer state is never served with an older bo
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import orjson
 
-from hydraissue.model import Attachment, Issue
+from hydraissue.model import Issue
+from hydraissue.representation import attachment_dict, issue_dict, upload_url
 from projections.compact import issue_json
 from projections.readmodel import IssueReadModel
 from projections.rows import IndexRow
 
-
-def upload_url(issue_id: int, filename: str) -> str:
-    return f"/uploads/{issue_id}/{filename}"
-
-
-def attachment_dict(issue_id: int, attachment: Attachment) -> dict[str, Any]:
-    body = attachment.to_dict()
-    body["url"] = upload_url(issue_id, attachment.filename)
-    return body
-
-
-def issue_dict(issue: Issue) -> dict[str, Any]:
-    body = issue.to_dict()
-    if issue.attachments:
-        body["attachments"] = [attachment_dict(issue.id, a) for a in issue.attachments]
-    return body
+__all__ = ["IssueJson", "attachment_dict", "issue_dict", "upload_url"]
 
 
 class IssueJson:

@@ -1,0 +1,226 @@
+"""Audit trails of agents ("nims"): per agent, every nim action it recorded and every
+API write it made saying who it is (an ``X-Nim-Name`` header, committed in the event's
+meta), across all issues, in commit order.
+
+A background subscriber (``nim-audit``) keeps them in memory and in
+``audit/nims/{agent}.yaml`` (appended per batch; rebuilt by replay). Start-up loads
+the files and the subscriber resumes from its checkpoint; an entry is recognised by its
+position, so one already in a file is not added twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from events.codec import dump_flow, dump_item, load_items
+from events.fsio import fsync_dir, remove_stale_temps, replace_atomically
+from events.model import Event
+from hydraissue.model import display_key
+
+NAME = "nim-audit"
+NIM_META = "nim"
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class TrailEntry:
+    pos: int
+    at: str
+    issue_id: int
+    kind: str  # "nim_action", or the event type of an API write
+    action: str  # the nim action, or what the write did ("status: groomed", ...)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pos": self.pos,
+            "at": self.at,
+            "issue_id": self.issue_id,
+            "kind": self.kind,
+            "action": self.action,
+        }
+
+    def public_dict(self) -> dict[str, Any]:
+        return {**self.to_dict(), "key": display_key(self.issue_id)}
+
+
+def nim_of(event: Event) -> str | None:
+    """The agent an event belongs to, if any."""
+    if event.type == "nim_action.recorded":
+        name = event.data.get("name")
+        return name if isinstance(name, str) and name else None
+    meta = event.meta or {}
+    name = meta.get(NIM_META)
+    return name if isinstance(name, str) and name else None
+
+
+def entry_for(event: Event) -> TrailEntry:
+    if event.type == "nim_action.recorded":
+        return TrailEntry(
+            event.pos, event.at, event.issue_id, "nim_action", str(event.data.get("action", ""))
+        )
+    what = event.type
+    if event.type == "issue.updated":
+        changes = event.data.get("changes")
+        if isinstance(changes, dict) and changes:
+            what = ", ".join(
+                f"{k}: {v}" if k in ("status", "priority", "category") else k
+                for k, v in changes.items()
+            )
+    return TrailEntry(event.pos, event.at, event.issue_id, event.type, what)
+
+
+def file_name(agent: str) -> str:
+    """A file name for an agent: the name itself when it is plain, else a digest."""
+    if _SAFE.match(agent):
+        return f"{agent}.yaml"
+    return f"nim-{hashlib.sha256(agent.encode()).hexdigest()[:16]}.yaml"
+
+
+class NimTrails:
+    def __init__(self, data_dir: Path) -> None:
+        self.folder = data_dir / "audit" / "nims"
+        self.trails: dict[str, list[TrailEntry]] = {}
+
+    # -- memory ------------------------------------------------------------------------
+
+    def add(self, agent: str, entry: TrailEntry) -> bool:
+        trail = self.trails.setdefault(agent, [])
+        if trail and trail[-1].pos >= entry.pos:
+            return False  # already there (a batch handled again after a restart)
+        trail.append(entry)
+        return True
+
+    def apply(self, events: Iterable[Event]) -> dict[str, list[TrailEntry]]:
+        """Add the events' entries; returns the new ones per agent."""
+        added: dict[str, list[TrailEntry]] = {}
+        for event in events:
+            agent = nim_of(event)
+            if agent is not None:
+                entry = entry_for(event)
+                if self.add(agent, entry):
+                    added.setdefault(agent, []).append(entry)
+        return added
+
+    def summary(self) -> list[dict[str, Any]]:
+        out = []
+        for agent in sorted(self.trails):
+            trail = self.trails[agent]
+            actions = Counter(e.action for e in trail if e.kind == "nim_action")
+            out.append(
+                {
+                    "name": agent,
+                    "actions": sum(actions.values()),
+                    "writes": sum(1 for e in trail if e.kind != "nim_action"),
+                    "by_action": dict(sorted(actions.items())),
+                    "issues": len({e.issue_id for e in trail}),
+                    "last_activity": trail[-1].at if trail else None,
+                }
+            )
+        return out
+
+    def entries(
+        self,
+        agent: str,
+        *,
+        action: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> list[TrailEntry] | None:
+        """An agent's entries, newest first, filtered; None when the agent is unknown."""
+        trail = self.trails.get(agent)
+        if trail is None:
+            return None
+        return [
+            e
+            for e in reversed(trail)
+            if (action is None or e.action == action)
+            and (since is None or e.at >= since)
+            and (until is None or e.at <= until)
+        ]
+
+    # -- files -------------------------------------------------------------------------
+
+    def path(self, agent: str) -> Path:
+        return self.folder / file_name(agent)
+
+    def load(self) -> None:
+        if not self.folder.is_dir():
+            return
+        remove_stale_temps(self.folder)
+        for entry in sorted(os.scandir(self.folder), key=lambda e: e.name):
+            if not entry.name.endswith(".yaml") or entry.name.startswith("."):
+                continue
+            data = Path(entry.path).read_bytes()
+            match = re.search(rb"^name: (.+)$", data, re.MULTILINE)
+            body_at = data.find(b"\nentries:\n")
+            if match is None or body_at < 0:
+                continue
+            try:
+                agent = orjson.loads(match.group(1))
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(agent, str):
+                continue
+            for line in data[body_at + 10 :].splitlines():
+                try:
+                    raw = load_items(line)
+                except ValueError:
+                    continue  # a line torn by a crash
+                for item in raw:
+                    self.add(agent, TrailEntry(**item))
+
+    def header(self, agent: str) -> bytes:
+        return (
+            (
+                b"# HydraIssue audit trail of one agent: its nim actions, and the API writes it\n"
+                b"# made saying who it is (X-Nim-Name). Derived from events/.\n"
+            )
+            + b"name: "
+            + dump_flow(agent)
+            + b"\nentries:\n"
+        )
+
+    def append_files(self, added: dict[str, list[TrailEntry]]) -> None:
+        """Worker thread: the new entries at the end of each agent's file."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        created = False
+        for agent, entries in added.items():
+            path = self.path(agent)
+            data = b"".join(dump_item(e.to_dict()) for e in entries)
+            if not path.exists():
+                data = self.header(agent) + data
+                created = True
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if created:
+            fsync_dir(self.folder)
+
+    def write_all(self) -> None:
+        """Replay: every trail rewritten from memory, files of no agent removed."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        keep = set()
+        for agent, trail in self.trails.items():
+            path = self.path(agent)
+            keep.add(path.name)
+            replace_atomically(
+                path, self.header(agent) + b"".join(dump_item(e.to_dict()) for e in trail)
+            )
+        for entry in os.scandir(self.folder):
+            if entry.name.endswith(".yaml") and entry.name not in keep:
+                os.unlink(entry.path)
+        fsync_dir(self.folder)
