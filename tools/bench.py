@@ -29,8 +29,15 @@ What one run does, in order:
    while 50 Server-Sent Events clients (a helper process: this file with
    ``--sse-clients``) read every event of ``/api/v1/events``, then the fan-out
    latency: creates one after another, each timed from its 2xx to the event's
-   arrival at each of the 50 clients. With ``--rounds N`` each scenario runs N times
-   and the fastest round counts;
+   arrival at each of the 50 clients; then, with 3 webhooks registered (a receiver
+   answering at once, one that never answers, a port that refuses connections; a
+   helper process: this file with ``--serve-receivers``), the creates again, each
+   round right after the same creates with the webhooks switched off (the pair gives
+   the ratio: create rates drift as the data dir grows), get-by-id while the failing
+   webhooks' deliveries are retried, and paced creates timed from the 2xx to the delivery's
+   arrival at the healthy receiver. Between the reads and the creates it times
+   ``/api/v1/stats`` (500 calls) and the quality report for the last 30 days (5 calls).
+   With ``--rounds N`` each scenario runs N times and the fastest round counts;
 7. runs the raw disk baselines in-process, with both servers stopped, in the data dir's
    filesystem: the target's baseline, one loop appending 300 bytes + fsync to a file
    (the cost of one durable append, back to back), and for information 16 such loops
@@ -50,6 +57,7 @@ which costs much more CPU on a 2-core machine and so understates every rate.
 from __future__ import annotations
 
 import argparse
+import calendar
 import contextlib
 import http.client
 import json
@@ -91,6 +99,10 @@ TARGETS = {
     "flat_create_ratio": 0.8,  # creates at this size / creates at the baseline size
     "flat_create_p99_ms": 100.0,
     "replay_s": 30.0,
+    "create_hooks_ratio": 0.8,  # creates with 3 webhooks registered / creates without
+    "hook_p99_ms": 100.0,  # write's 2xx -> delivery at a healthy local receiver
+    "stats_p99_ms": 5.0,
+    "quality_ms": 500.0,  # the quality report for the last 30 days
 }
 SSE_CLIENTS = 50
 
@@ -157,6 +169,15 @@ class Report:
     sse_from_send_p99_ms: float = 0.0  # from sending the write: includes its commit
     sse_samples: int = 0
     sse_missing: int = 0  # (event, client) pairs that never arrived
+    hook_p50_ms: float = 0.0
+    hook_p99_ms: float = 0.0
+    hook_samples: int = 0
+    hook_missing: int = 0  # acknowledged creates the healthy receiver never got
+    hook_backlog_s: float = 0.0  # after the create load: until the healthy one caught up
+    stats_p50_ms: float = 0.0
+    stats_p99_ms: float = 0.0
+    quality_ms: list[float] = field(default_factory=list)
+    quality_line: str = ""
     baseline: dict[str, Any] | None = None  # a --baseline-json report (another size)
 
 
@@ -672,10 +693,9 @@ class SseClients:
         return arrivals
 
 
-def sse_latency(procs: Processes, workdir: Path, port: int, seconds: float, report: Report) -> None:
-    """Creates one after another (about 100/s); for each, the time from its 2xx to the
-    issue.created event at each of the 50 SSE clients."""
-    clients = SseClients(procs, workdir, port, parse=True)
+def paced_creates(port: int, seconds: float) -> tuple[dict[int, float], dict[int, float]]:
+    """Creates one after another (about 100/s): per issue id, when its 2xx was read and
+    when its request was sent (time.monotonic(), shared with the helper processes)."""
     acked: dict[int, float] = {}
     sent: dict[int, float] = {}
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
@@ -696,6 +716,16 @@ def sse_latency(procs: Processes, workdir: Path, port: int, seconds: float, repo
         time.sleep(0.5)  # the last events on their way
     finally:
         conn.close()
+    return acked, sent
+
+
+def sse_latency(procs: Processes, workdir: Path, port: int, seconds: float, report: Report) -> None:
+    """Paced creates; for each, the time from its 2xx to the issue.created event at each
+    of the 50 SSE clients."""
+    clients = SseClients(procs, workdir, port, parse=True)
+    try:
+        acked, sent = paced_creates(port, seconds)
+    finally:
         arrivals = clients.stop()
     seen = {(client, issue_id): at for client, issue_id, at in arrivals}
     pairs = [
@@ -718,6 +748,202 @@ def sse_latency(procs: Processes, workdir: Path, port: int, seconds: float, repo
         f"{report.sse_p50_ms:.2f} ms, p99 {report.sse_p99_ms:.2f} ms (request sent -> event "
         f"p50 {percentile(from_send, 50):.2f} ms, p99 {report.sse_from_send_p99_ms:.2f} ms), "
         f"{report.sse_missing} never arrived"
+    )
+
+
+# -- webhooks: receivers (their own process) and the fan-out phase --------------------
+
+
+def serve_receivers(port: int) -> None:
+    """Webhook receivers on one port: ``/fast`` answers at once and records when each
+    issue's delivery arrived; ``/hang`` never answers (the server's 5 s timeout ends it)."""
+    import asyncio
+
+    from aiohttp import web
+
+    arrivals: list[tuple[int, float]] = []
+
+    async def fast(request: web.Request) -> web.Response:
+        body = await request.read()
+        arrivals.append((json.loads(body)["data"]["id"], time.monotonic()))
+        return web.Response(status=204)
+
+    async def hang(request: web.Request) -> web.Response:
+        await asyncio.sleep(3600)
+        return web.Response(status=204)
+
+    async def seen(request: web.Request) -> web.Response:
+        return web.json_response(arrivals)
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_post("/fast", fast)
+    app.router.add_post("/hang", hang)
+    app.router.add_get("/arrivals", seen)
+    app.router.add_get("/health", health)
+    web.run_app(app, host=HOST, port=port, print=None, access_log=None)
+
+
+def start_helper(
+    procs: Processes, workdir: Path, name: str, argv: list[str]
+) -> tuple[subprocess.Popen[bytes], int]:
+    """This file as a helper server (``--serve-bare``, ``--serve-receivers``) on a free
+    port, once its /health answers."""
+    port = free_port()
+    command = [sys.executable, str(Path(__file__).resolve()), *argv, str(port)]
+    log = workdir / f"{name}.log"
+    proc = procs.start(command, log, dict(os.environ))
+    deadline = time.monotonic() + 30
+    while True:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            if http_get(port, "/health", timeout=2)[0] == 200:
+                return proc, port
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{name} server did not start:\n{log.read_text()}")
+        time.sleep(0.02)
+
+
+def arrivals_at(port: int) -> dict[int, float]:
+    """Issue id -> when its first delivery reached the fast receiver."""
+    first: dict[int, float] = {}
+    for issue_id, at in json.loads(http_get(port, "/arrivals", timeout=30)[2]):
+        first.setdefault(issue_id, at)
+    return first
+
+
+def api_write(port: int, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        conn.request(
+            method,
+            path,
+            body=json.dumps(body),
+            headers={**AUTH, "Content-Type": "application/json"},
+        )
+        response = conn.getresponse()
+        answer = response.read()
+        if not 200 <= response.status < 300:
+            raise RuntimeError(f"{method} {path}: {response.status} {answer!r}")
+        result: dict[str, Any] = json.loads(answer)
+        return result
+    finally:
+        conn.close()
+
+
+def set_active(port: int, hooks: list[str], active: bool) -> None:
+    for hook in hooks:
+        api_write(port, "PATCH", f"/api/v1/webhooks/{hook}", {"active": active})
+
+
+def register_webhooks(port: int, receiver: int) -> list[str]:
+    """The three receivers of the target: answering, hanging, refusing connections."""
+    refusing = free_port()  # nothing listens there
+    urls = [
+        f"http://{HOST}:{receiver}/fast",
+        f"http://{HOST}:{receiver}/hang",
+        f"http://{HOST}:{refusing}/refused",
+    ]
+    body = {"events": ["issue.created"], "secret": "bench-secret"}
+    return [api_write(port, "POST", "/api/v1/webhooks", {**body, "url": u})["id"] for u in urls]
+
+
+def webhook_phase(
+    driver: Driver,
+    server: tuple[subprocess.Popen[bytes], int],
+    ids: list[int],
+    args: argparse.Namespace,
+    report: Report,
+    procs: Processes,
+    workdir: Path,
+    create: Scenario,
+) -> None:
+    """Creates and reads again with 3 webhooks registered, then the delivery latency to
+    the healthy receiver."""
+    proc, port = server
+    _, receiver = start_helper(procs, workdir, "receivers", ["--serve-receivers"])
+    hook_ids = register_webhooks(port, receiver)
+    say(
+        f"  with 3 webhooks registered (http://{HOST}:{receiver}/fast answering, /hang "
+        "hanging, and a port refusing connections), each round measured beside the same "
+        "creates with the webhooks switched off:"
+    )
+    paired = Scenario("create-paired", create.method, create.paths, create.bodies, create.headers)
+    hooks = Scenario("create-hooks", create.method, create.paths, create.bodies, create.headers)
+    get = Scenario("get-hooks", "GET", [f"/api/v1/issues/{i}" for i in ids], headers=AUTH)
+    expected = len(arrivals_at(receiver))
+    for round_no in range(1, args.rounds + 1):
+        if args.rounds > 1:
+            say(f"  round {round_no} of {args.rounds}")
+        set_active(port, hook_ids, False)
+        keep_best(report, measure(driver, port, proc.pid, paired, args.duration, args.warmup))
+        set_active(port, hook_ids, True)
+        before = live_count(port)
+        keep_best(report, measure(driver, port, proc.pid, hooks, args.duration, args.warmup))
+        expected += live_count(port) - before
+        started = time.monotonic()
+        while len(arrivals_at(receiver)) < expected and time.monotonic() - started < 120:
+            time.sleep(0.2)
+        report.hook_backlog_s = max(report.hook_backlog_s, time.monotonic() - started)
+        say(
+            f"  the healthy receiver had {len(arrivals_at(receiver))} of {expected} deliveries "
+            f"{time.monotonic() - started:.1f}s after the load"
+        )
+        # Reads while the hanging and the refused webhooks' queues are retried.
+        keep_best(report, measure(driver, port, proc.pid, get, args.duration, args.warmup))
+    acked, sent = paced_creates(port, min(args.duration, 5.0))
+    arrived = arrivals_at(receiver)
+    delays = sorted(max(0.0, arrived[i] - acked[i]) * 1000 for i in acked if i in arrived)
+    from_send = sorted((arrived[i] - sent[i]) * 1000 for i in acked if i in arrived)
+    report.hook_samples = len(delays)
+    report.hook_missing = len(acked) - len(delays)
+    report.hook_p50_ms = percentile(delays, 50)
+    report.hook_p99_ms = percentile(delays, 99)
+    say(
+        f"  delivery to the healthy receiver: {len(acked)} paced creates, 2xx -> delivery "
+        f"p50 {report.hook_p50_ms:.2f} ms, p99 {report.hook_p99_ms:.2f} ms (request sent -> "
+        f"delivery p99 {percentile(from_send, 99):.2f} ms), {report.hook_missing} missing"
+    )
+
+
+def insight_latency(port: int, report: Report) -> None:
+    """``/api/v1/stats`` 500 times and the quality report for the last 30 days of the
+    history (up to its latest event) 5 times, one request after another on one
+    keep-alive connection (client-side times)."""
+    head = json.loads(http_get(port, "/api/v1/health")[2])["extra"]["position"]
+    tail = json.loads(http_get(port, f"/api/v1/events?after={max(0, head - 10)}", AUTH)[2])
+    until = tail["events"][-1]["at"]
+    end = calendar.timegm(time.strptime(until[:19], "%Y-%m-%dT%H:%M:%S"))
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(end - 30 * 86400))
+    conn = http.client.HTTPConnection(HOST, port, timeout=60)
+
+    def timed(path: str) -> tuple[float, bytes]:
+        began = time.perf_counter()
+        conn.request("GET", path, headers=AUTH)
+        response = conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"GET {path}: {response.status} {body[:200]!r}")
+        return (time.perf_counter() - began) * 1000, body
+
+    try:
+        for _ in range(50):
+            timed("/api/v1/stats")  # warm
+        stats = sorted(timed("/api/v1/stats")[0] for _ in range(500))
+        runs = [timed(f"/api/v1/reports/quality?since={since}&until={until}") for _ in range(5)]
+    finally:
+        conn.close()
+    report.stats_p50_ms = percentile(stats, 50)
+    report.stats_p99_ms = percentile(stats, 99)
+    report.quality_ms = [ms for ms, _ in runs]
+    counts = json.loads(runs[-1][1])["counts"]
+    report.quality_line = f"{since} to {until}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+    say(
+        f"  GET /api/v1/stats: p50 {report.stats_p50_ms:.2f} ms, p99 "
+        f"{report.stats_p99_ms:.2f} ms; quality report, last 30 days ({report.quality_line}): "
+        + ", ".join(f"{ms:.0f}" for ms in report.quality_ms)
+        + " ms"
     )
 
 
@@ -954,6 +1180,7 @@ def drive(
                 f"  server VmRSS after the read load: {report.rss_mb:.0f} MB "
                 f"({report.rss_issues} live issues)"
             )
+            insight_latency(port, report)
         for round_no in range(1, args.rounds + 1):
             if args.rounds > 1:
                 say(f"  round {round_no} of {args.rounds}")
@@ -975,6 +1202,7 @@ def drive(
         finally:
             clients.stop()
     sse_latency(procs, workdir, port, min(args.duration, 5.0), report)
+    webhook_phase(driver, server, ids, args, report, procs, workdir, create)
     status = proc_status(proc.pid)
     report.rss_after_creates_mb = kib_to_mb(status["VmRSS"])
     report.hwm_mb = kib_to_mb(status["VmHWM"])
@@ -991,19 +1219,9 @@ def start_bare(
     body_file = workdir / "bare-body.json"
     body_file.write_bytes(body)
     report.bare_body_bytes = len(body)
-    port = free_port()
-    argv = [sys.executable, str(Path(__file__).resolve()), "--serve-bare", str(port)]
-    argv += ["--body-file", str(body_file)]
-    log = workdir / "bare.log"
-    proc = procs.start(argv, log, dict(os.environ))
-    deadline = time.monotonic() + 30
-    while True:
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            if http_get(port, "/health", timeout=2)[0] == 200:
-                break
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"bare server did not start:\n{log.read_text()}")
-        time.sleep(0.02)
+    proc, port = start_helper(
+        procs, workdir, "bare", ["--body-file", str(body_file), "--serve-bare"]
+    )
     say(f"started the bare aiohttp server (fixed {len(body)}-byte issue JSON) beside it")
     return proc, port
 
@@ -1046,6 +1264,49 @@ def verdict(report: Report) -> list[tuple[str, str, str, bool]]:
             f"{report.sse_p99_ms:.1f} ms",
             "< 50 ms",
             report.sse_p99_ms < TARGETS["sse_p99_ms"] and report.sse_missing == 0,
+        )
+    )
+    ratio = loads["create-hooks"].rate / loads["create-paired"].rate
+    rows.append(
+        (
+            "create with 3 webhooks / create beside it",
+            f"{ratio:.2f}x",
+            ">= 0.8x",
+            ratio >= TARGETS["create_hooks_ratio"],
+        )
+    )
+    ratio = loads["get-hooks"].rate / bare
+    rows.append(
+        (
+            "get-by-id with 3 webhooks / bare",
+            f"{ratio:.2f}x",
+            ">= 0.6x",
+            ratio >= TARGETS["get_ratio"],
+        )
+    )
+    rows.append(
+        (
+            "webhook 2xx -> delivery (healthy), p99",
+            f"{report.hook_p99_ms:.1f} ms",
+            "< 100 ms",
+            report.hook_p99_ms < TARGETS["hook_p99_ms"] and report.hook_missing == 0,
+        )
+    )
+    rows.append(
+        (
+            "GET /api/v1/stats, p99",
+            f"{report.stats_p99_ms:.2f} ms",
+            "< 5 ms",
+            report.stats_p99_ms < TARGETS["stats_p99_ms"],
+        )
+    )
+    slowest = max(report.quality_ms, default=0.0)
+    rows.append(
+        (
+            "quality report, last 30 days, slowest of 5",
+            f"{slowest:.0f} ms",
+            "< 500 ms",
+            slowest < TARGETS["quality_ms"],
         )
     )
     startup_goal, rss_goal = size_targets(report.issues)
@@ -1118,11 +1379,25 @@ def print_table(report: Report, args: argparse.Namespace) -> bool:
         "list-bug": f"GET ?stage=active&category=bug&limit={PAGE}&offset=rnd",
         "create": "POST /api/v1/issues (durable create)",
         "create-sse": f"the same, {SSE_CLIENTS} SSE clients reading the feed",
+        "create-paired": "the same, webhooks switched off (beside the next)",
+        "create-hooks": "the same, 3 webhooks (answering, hanging, refusing)",
+        "get-hooks": "GET /api/v1/issues/{id}, deliveries flowing",
         "raw-create": "raw new file: create+write+fsync+dir fsync, one loop (info)",
         "raw-fsync": f"raw append {RAW_RECORD} B + fsync, one loop (baseline)",
         "raw-fsync-n": f"raw append {RAW_RECORD} B + fsync, {args.connections} threads (info)",
     }
-    names = ("bare", "get", "list-open", "list-bug", "create", "create-sse", "raw-fsync")
+    names = (
+        "bare",
+        "get",
+        "list-open",
+        "list-bug",
+        "create",
+        "create-sse",
+        "create-paired",
+        "create-hooks",
+        "get-hooks",
+        "raw-fsync",
+    )
     for name in (*names, "raw-fsync-n", "raw-create"):
         load = loads[name]
         cpu = "-"
@@ -1144,6 +1419,16 @@ def print_table(report: Report, args: argparse.Namespace) -> bool:
         f"{report.sse_p99_ms:.2f} ms; request sent -> event p99 "
         f"{report.sse_from_send_p99_ms:.2f} ms; over {report.sse_samples} (event, client) "
         f"pairs; {report.sse_missing} never arrived"
+    )
+    say(
+        f"webhooks: 2xx -> delivery at the healthy receiver p50 {report.hook_p50_ms:.2f} ms, "
+        f"p99 {report.hook_p99_ms:.2f} ms over {report.hook_samples} paced creates; "
+        f"{report.hook_missing} missing; after the create load it caught up in "
+        f"{report.hook_backlog_s:.1f}s"
+    )
+    say(
+        f"stats p50 {report.stats_p50_ms:.2f} ms; quality report (last 30 days: "
+        f"{report.quality_line}) " + ", ".join(f"{ms:.0f}" for ms in report.quality_ms) + " ms"
     )
     say(f"replay: {report.replay_line}")
     say(f"start-up: {report.startup_log.split(': ', 1)[-1]}")
@@ -1189,7 +1474,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         data_dir = seeded_dir(args, workdir, report)
         config = workdir / "config.yaml"
-        config.write_text(f"api_token: {API_TOKEN}\nadmin_token: {ADMIN_TOKEN}\nlog_level: info\n")
+        config.write_text(
+            f"api_token: {API_TOKEN}\nadmin_token: {ADMIN_TOKEN}\nlog_level: info\n"
+            "webhooks:\n  allow_private_targets: true  # the receivers are on loopback\n"
+        )
         env = dict(os.environ, HYDRAISSUE_API_TOKEN=API_TOKEN, HYDRAISSUE_ADMIN_TOKEN=ADMIN_TOKEN)
         run_replay(data_dir, config, env, report)
         server_log = workdir / "server.log"
@@ -1268,6 +1556,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows (creates >= 0.8x of that run's, p99 < 100 ms)",
     )
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-receivers", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--sse-clients", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--sse-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--sse-out", type=Path, help=argparse.SUPPRESS)
@@ -1278,6 +1567,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds, --connections, --duration and --issues must be positive")
     if args.serve_bare is not None:
         serve_bare(args.serve_bare, args.body_file)
+        return 0
+    if args.serve_receivers is not None:
+        serve_receivers(args.serve_receivers)
         return 0
     if args.sse_clients is not None:
         serve_sse_clients(args.sse_port, args.sse_clients, args.sse_out, args.sse_parse)
