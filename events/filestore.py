@@ -63,6 +63,9 @@ log = logging.getLogger("hydraissue.store")
 
 MAX_BATCH = 512  # appends per group commit
 RECENT = 8192  # committed events kept in memory for subscribers and the live feed
+# ... holding at most this much of their encoded size: 8,192 reports of 25 KB each would
+# keep 200 MB of memory alive (measured: 23 KB per large report beyond its JSON).
+RECENT_BYTES = 16 * 1024 * 1024
 FSYNC_THREADS = 17  # 16 logs in flight, and the folder's fsync beside them
 READ_CHUNK = 512  # ids per worker-thread call when reading many logs
 
@@ -133,8 +136,11 @@ class FileEventStore(EventStore):
         self.index_loaded = False
         self._next_id = 1
         self._first_new_id = 1
+        self._chosen: set[int] = set()  # ids given to reserve_id (an import's ids)
         self._head = 0
         self._recent: list[Event] = []
+        self._recent_lengths: list[int] = []  # each recent event's encoded size
+        self._recent_bytes = 0
         self._recent_base = 1
         self._recent_size = recent
         self._queue: list[_Pending] = []
@@ -177,9 +183,19 @@ class FileEventStore(EventStore):
     def listen(self, listener: CommitListener) -> None:
         self._listeners.append(listener)
 
-    def reserve_id(self) -> int:
-        issue_id = self._next_id
-        self._next_id += 1
+    def reserve_id(self, issue_id: int | None = None) -> int:
+        if issue_id is None:
+            while self._next_id in self._chosen:
+                self._next_id += 1
+            issue_id = self._next_id
+            self._next_id += 1
+            return issue_id
+        if issue_id < 1:
+            raise ValueError(f"issue ids start at 1, not {issue_id}")
+        taken = issue_id in self._seq or issue_id in self._damaged or issue_id in self._chosen
+        if taken or self._first_new_id <= issue_id < self._next_id:
+            raise SequenceConflict(issue_id, 0, self._seq.get(issue_id, 0))
+        self._chosen.add(issue_id)
         return issue_id
 
     def path(self, issue_id: int) -> Path:
@@ -368,7 +384,8 @@ class FileEventStore(EventStore):
             if issue_id in self._damaged:
                 error = IssueUnavailable(issue_id, self._damaged[issue_id])
             elif new:
-                if append.expected_seq != 0 or not (self._first_new_id <= issue_id < self._next_id):
+                reserved = self._first_new_id <= issue_id < self._next_id
+                if append.expected_seq != 0 or not (reserved or issue_id in self._chosen):
                     error = UnknownIssue(issue_id)
             elif append.expected_seq != current:
                 assert current is not None
@@ -578,11 +595,7 @@ class FileEventStore(EventStore):
             self.index.write_from(first)
         except OSError as exc:
             log.warning("event store: position index not written (%s); rebuilt at start", exc)
-        self._recent.extend(committed)
-        if len(self._recent) > 2 * self._recent_size:
-            drop = len(self._recent) - self._recent_size
-            del self._recent[:drop]
-            self._recent_base += drop
+        self._keep_recent(committed, [n for item in planned for n in item.lines])
         for listener in self._listeners:
             try:
                 listener(committed)
@@ -642,6 +655,25 @@ class FileEventStore(EventStore):
             except (OSError, LogDamaged) as exc:
                 out.append((issue_id, IssueUnavailable(issue_id, str(exc))))
         return out
+
+    def _keep_recent(self, committed: list[Event], lengths: list[int]) -> None:
+        """Keep the newest events for readers, at most ``recent`` of them and
+        ``RECENT_BYTES`` of their size (trimmed when either is twice over)."""
+        self._recent.extend(committed)
+        self._recent_lengths.extend(lengths)
+        self._recent_bytes += sum(lengths)
+        count = len(self._recent)
+        if count <= 2 * self._recent_size and self._recent_bytes <= 2 * RECENT_BYTES:
+            return
+        drop = max(0, count - self._recent_size)
+        dropped = sum(self._recent_lengths[:drop])
+        while drop < count - 1 and self._recent_bytes - dropped > RECENT_BYTES:
+            dropped += self._recent_lengths[drop]
+            drop += 1
+        del self._recent[:drop]
+        del self._recent_lengths[:drop]
+        self._recent_bytes -= dropped
+        self._recent_base += drop
 
     async def read_after(self, position: int, limit: int) -> list[Event]:
         events: list[Event] = []

@@ -26,6 +26,7 @@ EVENT_TYPES = (
     "comment.added",
     "nim_action.recorded",
     "attachment.added",
+    "issue.imported",
 )
 
 

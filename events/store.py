@@ -120,8 +120,14 @@ class EventStore(ABC):
         """Finish the appends already queued, then refuse new ones."""
 
     @abstractmethod
-    def reserve_id(self) -> int:
-        """A new issue id, never handed out before while this store is open."""
+    def reserve_id(self, issue_id: int | None = None) -> int:
+        """A new issue id, never handed out before while this store is open.
+
+        With ``issue_id``: that id, to create the issue with a given id (an import keeps
+        the original's ids); ids handed out later skip it, and after a reopen they
+        continue above the highest id with a log. SequenceConflict when an issue has it
+        or it was handed out already; ValueError when it is below 1.
+        """
 
     @abstractmethod
     async def append(self, append: Append) -> list[Event]:

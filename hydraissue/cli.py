@@ -1,4 +1,4 @@
-"""``hydraissue``: serve, version, replay, verify.
+"""``hydraissue``: serve, version, replay, verify, gc-uploads, import.
 
 Every failure the operator can fix prints one line (what is wrong, how to fix it)
 and exits non-zero; tracebacks are for bugs only.
@@ -19,6 +19,7 @@ from typing import Any
 from hydraissue import __version__
 from hydraissue.config import DEFAULT_CONFIG, Config, ConfigError, load
 from hydraissue.datadir import DataDirBusy, DataDirLock
+from hydraissue.migrate import ImportRefused, OriginalData, refuse_original
 
 EXIT_USAGE = 2
 LISTEN_ERRORS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
@@ -51,6 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
         ("gc-uploads", "remove upload folders that belong to no issue (server stopped)"),
     ):
         _common(commands.add_parser(name, help=text))
+    imports = commands.add_parser(
+        "import", help="import the original HydraIssue's issues/ into events (server stopped)"
+    )
+    _common(imports)
+    imports.add_argument(
+        "--from",
+        dest="from_dir",
+        type=Path,
+        help="the original's data dir to read (default: the data dir itself)",
+    )
+    imports.add_argument(
+        "--dry-run", action="store_true", help="report what would be imported; write nothing"
+    )
     return parser
 
 
@@ -60,6 +74,8 @@ def _config(args: argparse.Namespace, *, dev: bool = False, tokens: bool = True)
 
 
 def _locked(config: Config) -> DataDirLock:
+    """The data dir lock, for a command that writes: never into the original's data."""
+    refuse_original(config.data_path)
     lock = DataDirLock(config.data_path)
     lock.acquire()
     return lock
@@ -228,6 +244,46 @@ def cmd_gc_uploads(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from hydraissue.migrate import IMPORTING, run_import
+
+    config = _config(args, tokens=False)
+    data_dir = config.data_path
+    source = (args.from_dir or data_dir).expanduser()
+    if not (source / "issues").is_dir() and not (source / "issues.yaml").is_file():
+        raise CliError(
+            f"{source} holds no issues/ folder or issues.yaml of the original HydraIssue; "
+            "point --from (or --data-dir) at the original's data dir"
+        )
+    lock = None
+    if not args.dry_run:
+        lock = DataDirLock(data_dir)  # not _locked: the guard is what import lifts
+        lock.acquire()
+    try:
+        started = time.monotonic()
+        result = asyncio.run(
+            run_import(source, data_dir, dry_run=args.dry_run, progress=_progress("import"))
+        )
+    finally:
+        if lock is not None:
+            lock.release()
+    label = "dry run, nothing written" if args.dry_run else f"{time.monotonic() - started:.2f}s"
+    print(f"import from {source} into {data_dir} ({label})")
+    for line in result.lines():
+        print(line)
+    unreadable = [s for s in result.skipped if "created here" not in s.reason]
+    if unreadable and not args.dry_run:
+        again = f" --from {source}" if source != data_dir else ""
+        print(
+            f"{plural(len(unreadable), 'file')} not imported: fix and run "
+            f"`hydraissue import{again} --data-dir {data_dir}` again before `serve`"
+        )
+        return 1
+    if not args.dry_run and not (data_dir / IMPORTING).exists():
+        print(f"done: start the server with `hydraissue serve --data-dir {data_dir}`")
+    return 0
+
+
 def _belongs_to(path: Path, ids: set[int], root: Path) -> bool:
     parts = path.relative_to(root).parts
     return bool(parts) and parts[0].isdigit() and int(parts[0]) in ids
@@ -239,6 +295,7 @@ COMMANDS = {
     "replay": cmd_replay,
     "verify": cmd_verify,
     "gc-uploads": cmd_gc_uploads,
+    "import": cmd_import,
 }
 
 
@@ -250,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, DataDirBusy, CliError) as exc:
+    except (ConfigError, DataDirBusy, CliError, OriginalData, ImportRefused) as exc:
         print(f"hydraissue: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

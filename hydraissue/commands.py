@@ -57,6 +57,9 @@ class UpdateIssue:
     issue_id: int
     changes: dict[str, Any]
     if_match: str | None = None
+    # The caller may make the human's moves (accept, reject, un-reject): an admin, or
+    # any caller where the deployment lets agents approve. Set by the service.
+    approving: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,13 @@ class Config:
     upload_max_request_bytes: int = 50 * 1024 * 1024
     report_rate_limit: int = 10
     trusted_proxies: tuple[str, ...] = ()
+    # the public report form (/report): its token bucket and an anonymous report's limits
+    report_rate_burst: int = 20
+    report_rate_limit_exempt: tuple[str, ...] = ()
+    report_max_description: int = 20_000
+    report_max_custom_fields_bytes: int = 8 * 1024
+    report_max_custom_fields: int = 30
+    report_max_extra_fields: int = 20
     # webhooks: (a section of the file)
     webhooks_allow_private_targets: bool = field(
         default=False, metadata={"section": "webhooks", "key": "allow_private_targets"}
@@ -51,6 +58,14 @@ class Config:
     )
     webhooks_disable_after_hours: int = field(
         default=24, metadata={"section": "webhooks", "key": "disable_after_hours"}
+    )
+    # lifecycle: (a section of the file)
+    lifecycle_agents_may_approve: bool = field(
+        default=False, metadata={"section": "lifecycle", "key": "agents_may_approve"}
+    )
+    # admin: (a section of the file)
+    admin_session_days: int = field(
+        default=30, metadata={"section": "admin", "key": "session_days"}
     )
     # quality: (a section of the file)
     quality_stuck_days: int = field(default=3, metadata={"section": "quality", "key": "stuck_days"})
@@ -170,6 +185,7 @@ def validate(flat: Mapping[str, Any], source: str) -> dict[str, Any]:
             raise ConfigError(f"{source}: unknown key {key!r}")
         checked[key] = _coerce(_shown(key), value, FIELD_TYPES[key], source)
     _check_proxies(checked.get("trusted_proxies", ()), source)
+    _check_proxies(checked.get("report_rate_limit_exempt", ()), source, "report_rate_limit_exempt")
     _check_targets(checked.get("webhooks_allowed_targets", ()), source)
     if "listen" in checked:
         parse_listen(checked["listen"])
@@ -220,13 +236,13 @@ def _check_targets(targets: tuple[str, ...], source: str) -> None:
             )
 
 
-def _check_proxies(proxies: tuple[str, ...], source: str) -> None:
+def _check_proxies(proxies: tuple[str, ...], source: str, key: str = "trusted_proxies") -> None:
     for proxy in proxies:
         try:
             ipaddress.ip_network(proxy, strict=False)
         except ValueError:
             raise ConfigError(
-                f"{source}: trusted_proxies entry {proxy!r} is not an IP address or CIDR network"
+                f"{source}: {key} entry {proxy!r} is not an IP address or CIDR network"
             ) from None
 
 

@@ -23,10 +23,10 @@ from hydraissue.commands import (
     StoredFile,
     UpdateIssue,
 )
-from hydraissue.errors import Conflict, NotFound, PreconditionFailed
+from hydraissue.errors import Conflict, Forbidden, NotFound, PreconditionFailed
 from hydraissue.model import TERMINAL_STATUSES, Issue, display_key
 
-__all__ = ["NewEvent", "decide", "etag_matches", "transition_allowed"]
+__all__ = ["HUMAN_STATUSES", "NewEvent", "decide", "etag_matches", "gate", "transition_allowed"]
 
 ATTACHMENT_FIELDS = tuple(f.name for f in fields(AddAttachment) if f.name != "issue_id")
 
@@ -34,6 +34,29 @@ ATTACHMENT_FIELDS = tuple(f.name for f in fields(AddAttachment) if f.name != "is
 def transition_allowed(current: str, requested: str) -> bool:
     """Terminal states (done, closed) never go back; they may move to each other."""
     return current not in TERMINAL_STATUSES or requested in TERMINAL_STATUSES
+
+
+# The seed's "Human via UI" moves: approving or rejecting a plan.
+HUMAN_STATUSES = frozenset({"accepted", "rejected"})
+
+
+def gate(current: str, requested: str) -> str | None:
+    """Why an agent may not make this move (None: it may). The human-in-the-loop gate:
+    a person accepts or rejects a plan and moves a rejected issue back; an agent starts
+    implementing only what was accepted. ``done`` stays open to all, since release
+    tooling resolves issues whatever their stage."""
+    if requested == current:
+        return None
+    if requested in HUMAN_STATUSES:
+        return f"moving an issue to {requested} is a human's decision: an admin makes it"
+    if current == "rejected" and requested == "groomed":
+        return "moving a rejected issue back to groomed is an admin's decision"
+    if requested == "implementing" and current != "accepted":
+        return (
+            f"implementing starts only from accepted (this issue is {current}): "
+            "an admin accepts the plan first"
+        )
+    return None
 
 
 def etag_matches(header: str, etag: str, *, weak: bool) -> bool:
@@ -105,6 +128,13 @@ def _update(issue: Issue, command: UpdateIssue) -> list[NewEvent]:
             "done and closed never go back to an earlier state",
             {"current": issue.status, "requested": requested},
         )
+    if requested is not None and not command.approving:
+        reason = gate(issue.status, requested)
+        if reason is not None:
+            raise Forbidden(
+                f"cannot move {display_key(issue.id)} from {issue.status} to {requested}: {reason}",
+                {"current": issue.status, "requested": requested, "gate": "admin"},
+            )
     changes = {k: v for k, v in command.changes.items() if _differs(getattr(issue, k), v)}
     if not changes:
         return []

@@ -28,6 +28,12 @@ class Invalid(DomainError):
         self.field = field
 
 
+class Forbidden(DomainError):
+    """The caller may not do this (a human's decision asked for with an agent's token)."""
+
+    status = 403
+
+
 class NotFound(DomainError):
     status = 404
 

@@ -91,6 +91,52 @@ def _created(event: Event) -> dict[str, Any]:
     }
 
 
+def _items(value: Any) -> list[dict[str, Any]]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _imported(event: Event) -> dict[str, Any]:
+    """The whole issue an import carried (``issue.imported``): the original's fields,
+    times and history as ``hydraissue import`` normalised them; each missing one gets
+    the default a new issue would have."""
+    data = event.data
+    values = _created(event)
+    values["status"] = _text(data.get("status")) or "open"
+    values["plan"] = _optional(data.get("plan"))
+    created = _text(data.get("created_at")) or event.at
+    values["created_at"] = created
+    values["updated_at"] = _text(data.get("updated_at")) or created
+    values["status_at"] = _text(data.get("status_at")) or values["updated_at"]
+    values["comments"] = tuple(
+        Comment(
+            id=_int(c.get("id")) or number,
+            author=_text(c.get("author")) or "anonymous",
+            text=_text(c.get("text")),
+            created_at=_text(c.get("created_at")) or created,
+        )
+        for number, c in enumerate(_items(data.get("comments")), start=1)
+    )
+    values["nim_actions"] = tuple(
+        NimAction(
+            name=_text(a.get("name")),
+            action=_text(a.get("action")),
+            at=_text(a.get("at")) or created,
+        )
+        for a in _items(data.get("nim_actions"))
+    )
+    values["attachments"] = tuple(
+        Attachment(
+            name=_text(a.get("name")) or _text(a.get("filename")),
+            filename=_text(a.get("filename")),
+            size=_int(a.get("size")),
+            content_type=_text(a.get("content_type")) or "application/octet-stream",
+            at=_text(a.get("at")) or created,
+        )
+        for a in _items(data.get("attachments"))
+    )
+    return values
+
+
 def _apply(values: dict[str, Any] | None, event: Event) -> dict[str, Any]:
     """What an event does to an issue's fields: the one definition, on a dict (changed
     in place and returned; a new one for a create). ``evolve`` and ``fold`` wrap it."""
@@ -102,6 +148,8 @@ def _apply(values: dict[str, Any] | None, event: Event) -> dict[str, Any]:
         values["updated_at"] = event.at
         return values
     kind = event.type
+    if kind == "issue.imported":
+        return _imported(event)
     if kind == "issue.created" or values is None:
         return _created(event)
     values["seq"] = event.seq

@@ -20,7 +20,7 @@ import logging
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from events.dispatcher import Dispatcher
 from events.filestore import FileEventStore
 from events.model import Actor, Event
 from events.store import Append
-from hydraissue.commands import CREATE_FIELDS, AddAttachment, Command, CreateIssue
+from hydraissue.commands import CREATE_FIELDS, AddAttachment, Command, CreateIssue, UpdateIssue
 from hydraissue.config import Config
 from hydraissue.decide import decide
 from hydraissue.delivery import Deliveries, Policy
@@ -46,6 +46,7 @@ from hydraissue.errors import (
 )
 from hydraissue.evolve import fold
 from hydraissue.feed import LiveFeed
+from hydraissue.migrate import refuse_original
 from hydraissue.model import Issue, display_key
 from hydraissue.refusals import RefusalLog
 from hydraissue.targets import TargetPolicy, check_target
@@ -148,6 +149,8 @@ class IssueService:
     async def start(self) -> StartupReport:
         started = time.monotonic()
         report = self.startup
+        # Before anything is written: a data dir of the original service is imported first.
+        await asyncio.to_thread(refuse_original, self.data_dir)
         await asyncio.to_thread(self.uploads.clear_incoming)  # halves cut off by a crash
         opened = await self.store.open()
         report.repairs, report.damaged, report.notes = opened.repairs, opened.damaged, opened.notes
@@ -476,6 +479,10 @@ class IssueService:
         nim: str | None = None,
     ) -> Outcome:
         """``nim``: the agent that says it sent this (``X-Nim-Name``), for its audit trail."""
+        if isinstance(command, UpdateIssue):
+            # Whose moves the caller may make is decided here, once, from who it is.
+            approving = actor.kind == "admin" or self.config.lifecycle_agents_may_approve
+            command = replace(command, approving=approving)
         if isinstance(command, CreateIssue):
             record = self._replayed(idem)
             if record is not None:

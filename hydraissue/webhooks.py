@@ -49,6 +49,8 @@ def webhook_names(event: Event) -> tuple[str, ...]:
     kind = event.type
     if kind == "issue.created":
         return ("issue.created",)
+    if kind == "issue.imported":
+        return ()  # history brought in by `hydraissue import`, not news: no webhook
     if kind == "issue.deleted":
         return ("issue.deleted",)
     if kind == "issue.updated":

@@ -17,6 +17,10 @@ import orjson
 from hydraissue.model import Issue, issue_from_dict
 
 HOT = 4096  # issues kept as objects as well (the ones being written and read now)
+# ... and at most this much of their JSON: a few thousand large reports kept as objects
+# too would cost about 2x their JSON again (measured: 500 reports of 25 KB, 57-72 KB of
+# memory each while hot); with the budget, the hot set of large issues is small.
+HOT_BYTES = 8 * 1024 * 1024
 
 
 def issue_json(issue: Issue) -> bytes:
@@ -26,10 +30,13 @@ def issue_json(issue: Issue) -> bytes:
 
 
 class CompactIssues:
-    def __init__(self, hot: int = HOT) -> None:
+    def __init__(self, hot: int = HOT, hot_bytes: int = HOT_BYTES) -> None:
         self._json: dict[int, bytes] = {}
         self._hot: OrderedDict[int, Issue] = OrderedDict()
         self._hot_size = hot
+        self._hot_bytes = hot_bytes
+        self._hot_used = 0  # the JSON size of the hot issues
+        self._weights: dict[int, int] = {}
 
     def __contains__(self, issue_id: int) -> bool:
         return issue_id in self._json
@@ -63,15 +70,23 @@ class CompactIssues:
 
     def put_json(self, issue_id: int, json: bytes) -> None:
         """A state known only as JSON (loaded in the background): not made hot."""
+        self._drop_hot(issue_id)
         self._json[issue_id] = json
-        self._hot.pop(issue_id, None)
 
     def pop(self, issue_id: int) -> None:
+        self._drop_hot(issue_id)
         self._json.pop(issue_id, None)
-        self._hot.pop(issue_id, None)
+
+    def _drop_hot(self, issue_id: int) -> None:
+        if self._hot.pop(issue_id, None) is not None:
+            self._hot_used -= self._weights.pop(issue_id, 0)
 
     def _keep_hot(self, issue: Issue) -> None:
+        self._drop_hot(issue.id)
+        weight = len(self._json.get(issue.id, b""))
         self._hot[issue.id] = issue
-        self._hot.move_to_end(issue.id)
-        if len(self._hot) > self._hot_size:
-            self._hot.popitem(last=False)
+        self._weights[issue.id] = weight
+        self._hot_used += weight
+        while self._hot and (len(self._hot) > self._hot_size or self._hot_used > self._hot_bytes):
+            oldest, _ = self._hot.popitem(last=False)
+            self._hot_used -= self._weights.pop(oldest, 0)

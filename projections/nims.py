@@ -78,6 +78,29 @@ def entry_for(event: Event) -> TrailEntry:
     return TrailEntry(event.pos, event.at, event.issue_id, event.type, what)
 
 
+def trail_entries(event: Event) -> list[tuple[str, TrailEntry]]:
+    """Each (agent, entry) an event adds to the trails. An imported issue brings its
+    nim actions along: one entry each, at the event's position and the action's time."""
+    if event.type == "issue.imported":
+        actions = event.data.get("nim_actions")
+        return [
+            (
+                action["name"],
+                TrailEntry(
+                    event.pos,
+                    str(action.get("at") or event.at),
+                    event.issue_id,
+                    "nim_action",
+                    str(action.get("action", "")),
+                ),
+            )
+            for action in (actions if isinstance(actions, list) else ())
+            if isinstance(action, dict) and isinstance(action.get("name"), str) and action["name"]
+        ]
+    agent = nim_of(event)
+    return [] if agent is None else [(agent, entry_for(event))]
+
+
 def file_name(agent: str) -> str:
     """A file name for an agent: the name itself when it is plain, else a digest."""
     if _SAFE.match(agent):
@@ -103,12 +126,28 @@ class NimTrails:
         """Add the events' entries; returns the new ones per agent."""
         added: dict[str, list[TrailEntry]] = {}
         for event in events:
-            agent = nim_of(event)
-            if agent is not None:
-                entry = entry_for(event)
+            entries = trail_entries(event)
+            if len(entries) > 1:  # an import: several entries share the event's position
+                self._add_imported(entries, added)
+                continue
+            for agent, entry in entries:
                 if self.add(agent, entry):
                     added.setdefault(agent, []).append(entry)
         return added
+
+    def _add_imported(
+        self, entries: list[tuple[str, TrailEntry]], added: dict[str, list[TrailEntry]]
+    ) -> None:
+        """An agent's entries of one event go in together, unless the event is in its
+        trail already (a batch handled again after a restart)."""
+        fresh: dict[str, bool] = {}
+        for agent, entry in entries:
+            if agent not in fresh:
+                trail = self.trails.get(agent)
+                fresh[agent] = not trail or trail[-1].pos < entry.pos
+            if fresh[agent]:
+                self.trails.setdefault(agent, []).append(entry)
+                added.setdefault(agent, []).append(entry)
 
     def summary(self) -> list[dict[str, Any]]:
         out = []
@@ -176,7 +215,10 @@ class NimTrails:
                 except ValueError:
                     continue  # a line torn by a crash
                 for item in raw:
-                    self.add(agent, TrailEntry(**item))
+                    loaded = TrailEntry(**item)
+                    trail = self.trails.setdefault(agent, [])
+                    if not trail or trail[-1].pos <= loaded.pos:  # an import's share one
+                        trail.append(loaded)
 
     def header(self, agent: str) -> bytes:
         return (

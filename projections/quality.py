@@ -66,6 +66,10 @@ def moves(events: Sequence[Event]) -> list[Move]:
         if event.type == "issue.created":
             out.append(Move(event.at, None, "open", nim_of(event), event.actor.kind))
             status = "open"
+        elif event.type == "issue.imported":
+            # The history before the import is not in the log: no move, just the status.
+            imported = event.data.get("status")
+            status = imported if isinstance(imported, str) else "open"
         elif event.type == "issue.updated":
             changes = event.data.get("changes")
             if isinstance(changes, dict) and isinstance(changes.get("status"), str):
@@ -164,7 +168,7 @@ def build(
         if state is None or (project is not None and state.project != project):
             continue
         history = moves(events)
-        created_at = events[0].at
+        created_at = state.created_at  # the event's time, or the original's (an import)
         if inside(created_at) and events[0].type == "issue.created":
             counts["created"] += 1
         first: dict[str, str] = {}

@@ -29,7 +29,7 @@ from hydraissue.model import Issue
 from projections.files import ProjectionFiles
 from projections.keys import KeyRecord, record_for
 from projections.nims import NAME as NIM_SUBSCRIBER
-from projections.nims import NimTrails, TrailEntry, entry_for, nim_of
+from projections.nims import NimTrails, TrailEntry, trail_entries
 from projections.rows import IndexRow, row_for
 from projections.writer import NAME as FILES_SUBSCRIBER
 
@@ -121,9 +121,8 @@ def replay_chunk(
             continue
         item = fold_events(read)
         for event in read:
-            agent = nim_of(event)
-            if agent is not None:
-                out.trails.setdefault(agent, []).append(entry_for(event))
+            for agent, entry in trail_entries(event):
+                out.trails.setdefault(agent, []).append(entry)
         out.rows.append(row_for(item.issue))
         out.keys.extend(item.keys)
         out.events += item.events

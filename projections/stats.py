@@ -32,6 +32,14 @@ class StatsIndex:
         self.done: dict[Scope, list[str]] = {}  # when the issues now done got there
         self.active_created: dict[Scope, list[str]] = {}
 
+    def status_counts(self) -> dict[str, int]:
+        """Live issues per status (what the admin list shows across its top)."""
+        return {s: self.counts.get((None, "status", s), 0) for s in STATUSES}
+
+    def project_names(self) -> list[str]:
+        """Projects with live issues, sorted (the admin list's project filter)."""
+        return sorted(name for name, created in self.created.items() if name and created)
+
     @staticmethod
     def _scopes(row: IndexRow) -> tuple[Scope, ...]:
         return (None, row.project) if row.project else (None,)

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +33,8 @@ from web.keys import SERVICE
 API_TOKEN = "test-api-token"
 ADMIN_TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+# A script acting as the admin: the admin token on the admin action URLs, JSON back.
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Accept": "application/json"}
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, web.Application]]]
 
@@ -54,6 +62,18 @@ async def client(aiohttp_client: ClientFactory, config: Config) -> TestClient[An
 @pytest.fixture
 def auth() -> dict[str, str]:
     return dict(AUTH)
+
+
+async def admin_move(
+    client: TestClient[Any, web.Application], issue_id: int, status: str, expect: int = 200
+) -> dict[str, Any]:
+    """A move as the admin makes it (the human's moves: accept, reject, un-reject)."""
+    resp = await client.post(
+        f"/admin/issues/{issue_id}/status", data={"status": status}, headers=ADMIN_AUTH
+    )
+    assert resp.status == expect, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    return body
 
 
 async def settled(client: TestClient[Any, web.Application]) -> None:
@@ -123,3 +143,198 @@ def stop(server: Server, sig: signal.Signals) -> int:
         server.proc.kill()
         server.proc.wait()
         raise
+
+
+# -- browser tests (Playwright on Debian's Chromium, a real `hydraissue serve`) --------
+# Module-scoped: each browser test module gets its own server and browser.
+
+REPO = Path(__file__).resolve().parents[1]
+# The committed screenshots are refreshed only on request, so a test run leaves the
+# work tree clean: HYDRAISSUE_UPDATE_SCREENSHOTS=1 make test
+SCREENSHOTS = (
+    REPO / "docs" / "screenshots"
+    if os.environ.get("HYDRAISSUE_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "hydraissue-screenshots"
+)
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+BROWSER_API_TOKEN = "browser-api-token"
+BROWSER_ADMIN_TOKEN = "browser-admin-token"
+PHONE = {"width": 390, "height": 844}
+
+SCRIPT = "<script>alert(1)</script>"
+IMG = "<img src=x onerror=alert(1)>"
+JS_LINK = "[x](javascript:alert(1))"
+ALL_PAYLOADS = f"{SCRIPT} {IMG} {JS_LINK}"
+
+# Runs before any page script: any alert/confirm/prompt, any injected <img src=x>
+# failing, and any inline code the page's CSP had to block, sets a flag.
+XSS_HOOKS = """
+(() => {
+  const hit = (why) => { window.__xss = true; (window.__xssWhy ||= []).push(why); };
+  for (const name of ["alert", "confirm", "prompt"]) {
+    const original = window[name].bind(window);
+    window[name] = (...args) => { hit(name); return original(...args); };
+  }
+  window.addEventListener("error", (event) => {
+    const el = event.target;
+    if (el && el.getAttribute && el.getAttribute("src") === "x") hit("onerror:" + el.tagName);
+  }, true);
+  document.addEventListener("securitypolicyviolation", (event) => {
+    hit("csp:" + event.violatedDirective);
+  });
+})();
+"""
+
+
+def require_browser() -> None:
+    reason = (
+        f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium); "
+        "the browser tests never download a browser"
+    )
+    if CHROMIUM.exists():
+        return
+    if os.environ.get("HYDRAISSUE_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{reason}, and HYDRAISSUE_REQUIRE_BROWSER=1 makes that an error")
+    pytest.skip(reason)
+
+
+def make_png(width: int = 96, height: int = 64) -> bytes:
+    """A small real PNG: a blue-to-orange gradient with a white diagonal."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = bytearray()
+    for y in range(height):
+        rows.append(0)
+        for x in range(width):
+            if abs(x * height - y * width) < width * 2:
+                rows += b"\xff\xff\xff"
+            else:
+                rows += bytes(
+                    (40 + 200 * x // width, 90 + 60 * y // height, 220 - 180 * x // width)
+                )
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(bytes(rows)))
+        + chunk(b"IEND", b"")
+    )
+
+
+# -- the server ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BrowserServer:
+    url: str
+    data_dir: Path
+
+    def api(self, method: str, path: str, body: Any = None) -> Any:
+        request = urllib.request.Request(
+            f"{self.url}/api/v1{path}",
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={
+                "Authorization": f"Bearer {BROWSER_API_TOKEN}",
+                "Content-Type": "application/json",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return json.loads(resp.read() or b"null")
+
+
+def hydraissue_command() -> list[str]:
+    script = Path(sys.executable).with_name("hydraissue")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "hydraissue.cli"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserServer]:
+    # a high limit: these tests post more than a person would in a minute
+    yield from serve(tmp_path_factory, "report_rate_limit: 1000\nreport_rate_burst: 1000\n")
+
+
+@pytest.fixture(scope="module")
+def limited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserServer]:
+    """One report at once per address, then one a minute: the second is a 429."""
+    yield from serve(tmp_path_factory, "report_rate_limit: 1\nreport_rate_burst: 1\n")
+
+
+def serve(tmp_path_factory: pytest.TempPathFactory, config_text: str) -> Iterator[BrowserServer]:
+    require_browser()
+    home = tmp_path_factory.mktemp("browser-home")
+    data_dir = home / "data"
+    config = home / "config.yaml"
+    config.write_text(config_text)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRAISSUE_")}
+    env.update(
+        HOME=str(home),
+        HYDRAISSUE_API_TOKEN=BROWSER_API_TOKEN,
+        HYDRAISSUE_ADMIN_TOKEN=BROWSER_ADMIN_TOKEN,
+    )
+    log_path = home / "server.log"
+    command = [
+        *hydraissue_command(),
+        "serve",
+        "--config",
+        str(config),
+        "--data-dir",
+        str(data_dir),
+        "--listen",
+        f"127.0.0.1:{port}",
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"hydraissue serve exited: {log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{url}/api/v1/health", timeout=1) as resp:
+                    if resp.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"hydraissue serve did not come up: {log_path.read_text()}")
+            time.sleep(0.05)
+        yield BrowserServer(url, data_dir)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def browser(server: BrowserServer) -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - the test extra installs it
+        if os.environ.get("HYDRAISSUE_REQUIRE_BROWSER") == "1":
+            pytest.fail("playwright is not installed; pip install -e '.[test]'")
+        pytest.skip("playwright is not installed; pip install -e '.[test]'")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()

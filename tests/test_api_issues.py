@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from hydraissue import __version__
 from hydraissue.config import Config
+from tests.conftest import admin_move
 from web.app import create_app
 
 Client = TestClient[Any, web.Application]
@@ -308,6 +309,7 @@ async def test_resolved_is_an_alias_for_done(
 
 async def test_release_tooling_flow(client: Client, auth: dict[str, str]) -> None:
     created = await create(client, auth, title="Release 1.2 regression")
+    await admin_move(client, created["id"], "accepted")
     await patch(client, auth, created["id"], {"status": "implementing"})
     resolved = await patch(client, auth, created["id"], {"status": "resolved"})
     assert resolved["status"] == "done"
@@ -356,9 +358,13 @@ async def test_done_and_closed_move_to_each_other(client: Client, auth: dict[str
 
 
 async def test_non_terminal_states_move_freely(client: Client, auth: dict[str, str]) -> None:
+    """Agents move among their statuses; the human's moves are the admin's."""
     created = await create(client, auth)
-    path = ["groomed", "planning", "proposed", "rejected", "groomed", "open", "accepted"]
-    for status in [*path, "implementing", "done"]:
+    for status in ["groomed", "planning", "proposed", "planning", "groomed", "open", "proposed"]:
+        assert (await patch(client, auth, created["id"], {"status": status}))["status"] == status
+    for status in ["rejected", "groomed", "accepted"]:
+        assert (await admin_move(client, created["id"], status))["status"] == status
+    for status in ["implementing", "done"]:
         assert (await patch(client, auth, created["id"], {"status": status}))["status"] == status
 
 
@@ -804,7 +810,7 @@ async def test_restart_without_index_rebuilds_from_the_logs(
 ) -> None:
     first: Client = await aiohttp_client(create_app(config))
     a = await create(first, auth, title="from the log")
-    await patch(first, auth, a["id"], {"status": "accepted"})
+    await admin_move(first, a["id"], "accepted")
     before = await get(first, auth, a["id"])
     await asyncio.sleep(0.3)  # let the background flusher finish before the files go
     await first.close()

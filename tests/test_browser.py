@@ -9,200 +9,25 @@ missing browser is a failure. A browser is never downloaded.
 from __future__ import annotations
 
 import json
-import os
 import re
-import struct
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
-import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import (
+    ALL_PAYLOADS,
+    IMG,
+    JS_LINK,
+    PHONE,
+    SCREENSHOTS,
+    SCRIPT,
+    XSS_HOOKS,
+    BrowserServer,
+    make_png,
+)
 
 pytestmark = pytest.mark.browser
-
-ROOT = Path(__file__).resolve().parents[1]
-# The committed screenshots are refreshed only on request, so a test run leaves the
-# work tree clean: HYDRAISSUE_UPDATE_SCREENSHOTS=1 make test
-SCREENSHOTS = (
-    ROOT / "docs" / "screenshots"
-    if os.environ.get("HYDRAISSUE_UPDATE_SCREENSHOTS") == "1"
-    else Path(tempfile.gettempdir()) / "hydraissue-screenshots"
-)
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-API_TOKEN = "browser-api-token"
-ADMIN_TOKEN = "browser-admin-token"
-PHONE = {"width": 390, "height": 844}
-
-SCRIPT = "<script>alert(1)</script>"
-IMG = "<img src=x onerror=alert(1)>"
-JS_LINK = "[x](javascript:alert(1))"
-ALL_PAYLOADS = f"{SCRIPT} {IMG} {JS_LINK}"
-
-# Runs before any page script: any alert/confirm/prompt, any injected <img src=x>
-# failing, and any inline code the page's CSP had to block, sets a flag.
-XSS_HOOKS = """
-(() => {
-  const hit = (why) => { window.__xss = true; (window.__xssWhy ||= []).push(why); };
-  for (const name of ["alert", "confirm", "prompt"]) {
-    const original = window[name].bind(window);
-    window[name] = (...args) => { hit(name); return original(...args); };
-  }
-  window.addEventListener("error", (event) => {
-    const el = event.target;
-    if (el && el.getAttribute && el.getAttribute("src") === "x") hit("onerror:" + el.tagName);
-  }, true);
-  document.addEventListener("securitypolicyviolation", (event) => {
-    hit("csp:" + event.violatedDirective);
-  });
-})();
-"""
-
-
-def require_browser() -> None:
-    reason = (
-        f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium); "
-        "the browser tests never download a browser"
-    )
-    if CHROMIUM.exists():
-        return
-    if os.environ.get("HYDRAISSUE_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"{reason}, and HYDRAISSUE_REQUIRE_BROWSER=1 makes that an error")
-    pytest.skip(reason)
-
-
-def make_png(width: int = 96, height: int = 64) -> bytes:
-    """A small real PNG: a blue-to-orange gradient with a white diagonal."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    rows = bytearray()
-    for y in range(height):
-        rows.append(0)
-        for x in range(width):
-            if abs(x * height - y * width) < width * 2:
-                rows += b"\xff\xff\xff"
-            else:
-                rows += bytes(
-                    (40 + 200 * x // width, 90 + 60 * y // height, 220 - 180 * x // width)
-                )
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(bytes(rows)))
-        + chunk(b"IEND", b"")
-    )
-
-
-# -- the server ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Server:
-    url: str
-    data_dir: Path
-
-    def api(self, method: str, path: str, body: Any = None) -> Any:
-        request = urllib.request.Request(
-            f"{self.url}/api/v1{path}",
-            method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return json.loads(resp.read() or b"null")
-
-
-def hydraissue_command() -> list[str]:
-    script = Path(sys.executable).with_name("hydraissue")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "hydraissue.cli"]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    require_browser()
-    home = tmp_path_factory.mktemp("browser-home")
-    data_dir = home / "data"
-    config = home / "config.yaml"
-    # a high limit: these tests post more than a person would in a minute
-    config.write_text("report_rate_limit: 1000\n")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRAISSUE_")}
-    env.update(HOME=str(home), HYDRAISSUE_API_TOKEN=API_TOKEN, HYDRAISSUE_ADMIN_TOKEN=ADMIN_TOKEN)
-    log_path = home / "server.log"
-    command = [
-        *hydraissue_command(),
-        "serve",
-        "--config",
-        str(config),
-        "--data-dir",
-        str(data_dir),
-        "--listen",
-        f"127.0.0.1:{port}",
-    ]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"hydraissue serve exited: {log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/api/v1/health", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"hydraissue serve did not come up: {log_path.read_text()}")
-            time.sleep(0.05)
-        yield Server(url, data_dir)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-@pytest.fixture(scope="module")
-def browser(server: Server) -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover - the test extra installs it
-        if os.environ.get("HYDRAISSUE_REQUIRE_BROWSER") == "1":
-            pytest.fail("playwright is not installed; pip install -e '.[test]'")
-        pytest.skip("playwright is not installed; pip install -e '.[test]'")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture
@@ -210,6 +35,21 @@ def png_file(tmp_path: Path) -> Path:
     path = tmp_path / "controller.png"
     path.write_bytes(make_png())
     return path
+
+
+def json_box(page: Any) -> None:
+    """Open the custom fields and switch the rows to the JSON box (with script)."""
+    if not page.locator("#custom_fields").is_visible():
+        if not page.locator("details").first.evaluate("d => d.open"):
+            page.locator("details summary").click()
+        if page.locator("#cf-as-json").is_visible():
+            page.locator("#cf-as-json").click()
+
+
+def skip_native_checks(page: Any) -> None:
+    """What a browser without constraint validation does: post an incomplete form, so
+    the server's own checks answer."""
+    page.evaluate("document.querySelector('form').noValidate = true")
 
 
 def issue_id_of(url: str) -> int:
@@ -235,7 +75,7 @@ def wait_for_thumbnail(page: Any) -> int:
 
 
 def test_report_on_a_phone_with_attachment_and_custom_fields(
-    server: Server, browser: Any, png_file: Path
+    server: BrowserServer, browser: Any, png_file: Path
 ) -> None:
     context = browser.new_context(
         viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True
@@ -258,7 +98,7 @@ def test_report_on_a_phone_with_attachment_and_custom_fields(
         page.set_input_files("#attachments", str(png_file))
         # the optional script lists the chosen file with its size
         assert "controller.png" in page.locator("#file-list").inner_text()
-        page.locator("details summary").click()
+        json_box(page)
         page.fill("#custom_fields", '{"device": "Quest 3", "build": 812, "venue": "Hall B"}')
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "report-form.png"), full_page=True)
@@ -329,7 +169,7 @@ def assert_nothing_ran(page: Any, dialogs: list[str]) -> None:
 
 
 def test_xss_payloads_in_every_field_never_run(
-    server: Server, browser: Any, png_file: Path
+    server: BrowserServer, browser: Any, png_file: Path
 ) -> None:
     custom = {SCRIPT: IMG, IMG: JS_LINK, "link": "javascript:alert(1)"}
     context, page, dialogs = open_watched(browser, viewport=PHONE)
@@ -344,7 +184,7 @@ def test_xss_payloads_in_every_field_never_run(
         )
         page.fill("#project", ALL_PAYLOADS)
         page.fill("#reporter", ALL_PAYLOADS)
-        page.locator("details summary").click()
+        json_box(page)
         page.fill("#custom_fields", json.dumps(custom))
         page.set_input_files(
             "#attachments",
@@ -385,8 +225,9 @@ def test_xss_payloads_in_every_field_never_run(
         # the form returned with an error shows the payloads again, as values
         page.fill("#title", "")
         page.fill("#description", ALL_PAYLOADS)
-        page.locator("details summary").click()
+        json_box(page)
         page.fill("#custom_fields", f"</textarea>{SCRIPT}")
+        skip_native_checks(page)
         with page.expect_navigation() as navigation:
             page.locator("button[type=submit]").click()
         assert navigation.value.status == 400
@@ -400,7 +241,9 @@ def test_xss_payloads_in_every_field_never_run(
 # -- 3. no JavaScript ------------------------------------------------------------------
 
 
-def test_the_form_works_without_javascript(server: Server, browser: Any, png_file: Path) -> None:
+def test_the_form_works_without_javascript(
+    server: BrowserServer, browser: Any, png_file: Path
+) -> None:
     context = browser.new_context(viewport=PHONE, java_script_enabled=False)
     page = context.new_page()
     try:
@@ -429,7 +272,7 @@ def test_the_form_works_without_javascript(server: Server, browser: Any, png_fil
 
 
 def test_an_invalid_report_comes_back_with_messages_and_values(
-    server: Server, browser: Any
+    server: BrowserServer, browser: Any
 ) -> None:
     context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
     page = context.new_page()
@@ -440,8 +283,9 @@ def test_an_invalid_report_comes_back_with_messages_and_values(
         page.fill("#project", "Kiosk")
         page.select_option("#category", "feature")
         page.fill("#reporter", "Sam")
-        page.locator("details summary").click()
+        json_box(page)
         page.fill("#custom_fields", '{"screen": "lobby"}')
+        skip_native_checks(page)
         with page.expect_navigation() as navigation:
             page.locator("button[type=submit]").click()
         assert navigation.value.status == 400
@@ -461,7 +305,11 @@ def test_an_invalid_report_comes_back_with_messages_and_values(
         assert page.input_value("#category") == "feature"
         assert page.input_value("#reporter") == "Sam"
         assert page.input_value("#custom_fields") == '{"screen": "lobby"}'
-        assert page.locator("#custom_fields").is_visible()  # the section stays open
+        # the section stays open, the field shown as a row
+        assert page.locator(".cf-row .cf-key").input_value() == "screen"
+        assert page.locator(".cf-row .cf-value").input_value() == "lobby"
+        json_box(page)
+        assert page.locator("#custom_fields").is_visible()
         # message beside the field is red, the others are not flagged
         assert page.locator(".field.invalid").count() == 1
 
@@ -481,5 +329,171 @@ def test_an_invalid_report_comes_back_with_messages_and_values(
             page.locator("button[type=submit]").click()
         issue_id_of(page.url)
         assert len(server.api("GET", "/issues?limit=100")) == before + 1
+    finally:
+        context.close()
+
+
+# -- 5. one report per submit, nothing lost --------------------------------------------
+
+
+def count_issues(server: BrowserServer) -> int:
+    return len(server.api("GET", "/issues?limit=1000"))
+
+
+def test_a_double_tap_makes_one_issue(server: BrowserServer, browser: Any) -> None:
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    try:
+        before = count_issues(server)
+        page.goto(f"{server.url}/report")
+        page.fill("#title", "Tapped twice on a phone")
+        with page.expect_navigation(url=re.compile(r"/issues/\d+")):
+            page.locator("#send").dblclick()
+        issue_id_of(page.url)
+        assert count_issues(server) == before + 1
+    finally:
+        context.close()
+
+
+def test_a_chosen_file_is_kept_after_an_error(
+    server: BrowserServer, browser: Any, png_file: Path
+) -> None:
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    try:
+        page.goto(f"{server.url}/report")
+        page.fill("#description", "The lobby screen flickers")
+        page.set_input_files("#attachments", str(png_file))
+        skip_native_checks(page)
+        with page.expect_navigation() as navigation:
+            page.locator("#send").click()
+        assert navigation.value.status == 400
+        kept = page.locator("#kept-files")
+        assert "kept: controller.png" in kept.inner_text()
+        assert page.input_value("#description") == "The lobby screen flickers"
+        assert page.locator("#send").is_enabled()
+        page.screenshot(path=str(SCREENSHOTS / "report-error.png"), full_page=True)
+        page.fill("#title", "Lobby screen flickers")
+        with page.expect_navigation(url=re.compile(r"/issues/\d+")):
+            page.locator("#send").click()
+        stored = server.api("GET", f"/issues/{issue_id_of(page.url)}")
+        assert [a["name"] for a in stored["attachments"]] == ["controller.png"]
+        assert stored["attachments"][0]["size"] == png_file.stat().st_size
+    finally:
+        context.close()
+
+
+def test_a_429_shows_the_form_with_the_text_still_there(
+    limited_server: BrowserServer, browser: Any
+) -> None:
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    try:
+        page.goto(f"{limited_server.url}/report")
+        page.fill("#title", "First report")
+        with page.expect_navigation(url=re.compile(r"/issues/\d+")):
+            page.locator("#send").click()
+        page.goto(f"{limited_server.url}/report")
+        page.fill("#title", "Second report, too soon")
+        page.fill("#description", "Typed on a phone in the sun")
+        with page.expect_navigation() as navigation:
+            page.locator("#send").click()
+        assert navigation.value.status == 429
+        assert page.locator("h1").inner_text() == "Please slow down"
+        assert int(page.locator("#wait-seconds").inner_text()) >= 1
+        assert page.input_value("#title") == "Second report, too soon"
+        assert page.input_value("#description") == "Typed on a phone in the sun"
+        assert page.locator("#send").is_enabled()
+        page.screenshot(path=str(SCREENSHOTS / "report-429.png"), full_page=True)
+        assert len(limited_server.api("GET", "/issues")) == 1
+    finally:
+        context.close()
+
+
+def test_custom_fields_as_rows(server: BrowserServer, browser: Any) -> None:
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    try:
+        page.goto(f"{server.url}/report")
+        page.fill("#title", "Rows of custom fields")
+        page.locator("details summary").click()
+        assert not page.locator("#custom_fields").is_visible()  # rows instead of JSON
+        page.locator(".cf-key").nth(0).fill("device")
+        page.locator(".cf-value").nth(0).fill("Quest 3")
+        page.locator("#cf-add").click()
+        page.locator(".cf-key").nth(1).fill("")
+        page.locator(".cf-value").nth(1).fill("no name")
+        page.locator("#send").click()
+        problem = page.locator("#cf-problem")
+        assert problem.is_visible() and "Row 2" in problem.inner_text()
+        page.locator(".cf-key").nth(1).fill("venue")
+        page.locator(".cf-value").nth(1).fill("Hall “B”")
+        with page.expect_navigation(url=re.compile(r"/issues/\d+")):
+            page.locator("#send").click()
+        stored = server.api("GET", f"/issues/{issue_id_of(page.url)}")
+        assert stored["custom_fields"] == {"device": "Quest 3", "venue": "Hall “B”"}
+    finally:
+        context.close()
+
+
+def contrast(a: str, b: str) -> float:
+    def luminance(rgb: str) -> float:
+        channels = [int(v) / 255 for v in re.findall(r"\d+", rgb)[:3]]
+        lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    high, low = sorted((luminance(a), luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_the_hydra_look_and_an_arabic_issue(
+    server: BrowserServer, browser: Any, tmp_path: Path
+) -> None:
+    wide = tmp_path / "wide.png"
+    wide.write_bytes(make_png(300, 200))  # 3:2
+    context = browser.new_context(
+        viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True
+    )
+    page = context.new_page()
+    try:
+        page.goto(f"{server.url}/report")
+        style = page.evaluate(
+            """() => {
+              const css = (sel, prop) => getComputedStyle(document.querySelector(sel))[prop];
+              return {
+                bg: css('body', 'backgroundColor'), fg: css('body', 'color'),
+                hydra: css('.brand-hydra', 'color'), issue: css('.brand-issue', 'color'),
+                button: css('#send', 'backgroundColor'), buttonText: css('#send', 'color'),
+                hint: css('.hint', 'color'), label: css('label', 'color'),
+              };
+            }"""
+        )
+        assert style["bg"] == "rgb(10, 10, 10)"
+        assert style["hydra"] == "rgb(99, 102, 241)"
+        assert style["issue"] == "rgb(255, 255, 255)"
+        assert page.locator(".brand").text_content() == "HydraIssue"
+        assert page.locator(".bar nav a").count() >= 1
+        for text in ("fg", "hint", "label"):
+            assert contrast(style[text], style["bg"]) >= 4.5, text
+        assert contrast(style["buttonText"], style["button"]) >= 4.5
+        assert contrast(style["hydra"], style["bg"]) >= 3  # large bold brand text
+        for selector in ("#send", "#title", "#category", ".links a", "summary"):
+            box = page.locator(selector).first.bounding_box()
+            assert box is not None and box["height"] >= 48, selector
+
+        page.fill("#title", "الشاشة لا تعمل في القاعة ب")
+        page.fill("#description", "توقفت الشاشة بعد عشر دقائق.\n\nThe screen stopped.")
+        page.fill("#project", "VR Arena")
+        page.set_input_files("#attachments", str(wide))
+        with page.expect_navigation(url=re.compile(r"/issues/\d+")):
+            page.locator("#send").click()
+        assert page.locator("h1").get_attribute("dir") == "auto"
+        assert page.evaluate("getComputedStyle(document.querySelector('h1')).direction") == "rtl"
+        assert page.locator("section.md").get_attribute("dir") == "auto"
+        wait_for_thumbnail(page)
+        box = page.locator(".thumbs img").bounding_box()
+        assert box is not None and abs(box["width"] / box["height"] - 1.5) < 0.02
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(SCREENSHOTS / "issue-arabic.png"), full_page=True)
     finally:
         context.close()

@@ -212,7 +212,8 @@ async def check_reports_and_keys(base: str, rec: Record) -> None:
                 names = [a["name"] for a in issue["attachments"]]
                 assert names == [name for name, _ in files], (title, names)
                 for attachment, (_, data) in zip(issue["attachments"], files, strict=True):
-                    async with session.get(f"{base}{attachment['url']}") as resp:
+                    assert attachment["url"].startswith(f"{base}/uploads/")  # absolute
+                    async with session.get(attachment["url"]) as resp:
                         assert resp.status == 200
                         assert await resp.read() == data
         for key, (title, acked_id) in rec.keyed.items():

@@ -398,7 +398,9 @@ async def test_too_many_parts_is_a_json_413(client: Client) -> None:
 async def test_forged_first_forwarded_line_does_not_pick_the_rate_limit_key(
     aiohttp_client: ClientFactory, config: Config
 ) -> None:
-    cfg = dataclasses.replace(config, trusted_proxies=("127.0.0.1",), report_rate_limit=1)
+    cfg = dataclasses.replace(
+        config, trusted_proxies=("127.0.0.1",), report_rate_limit=1, report_rate_burst=1
+    )
     client = await aiohttp_client(create_app(cfg))
 
     async def report(first: str, last: str) -> Any:

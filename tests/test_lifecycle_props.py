@@ -9,6 +9,7 @@ of the runbook's lifecycle section.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any
 
@@ -35,7 +36,7 @@ from hydraissue.commands import (
     UpdateIssue,
 )
 from hydraissue.decide import NewEvent, decide, transition_allowed
-from hydraissue.errors import Conflict, NotFound, PreconditionFailed
+from hydraissue.errors import Conflict, Forbidden, NotFound, PreconditionFailed
 from hydraissue.evolve import evolve, fold
 from hydraissue.model import (
     CATEGORIES,
@@ -81,6 +82,18 @@ def runbook_allows(current: str, requested: str) -> bool:
     if current in TERMINAL:
         return requested in TERMINAL
     return True
+
+
+def agent_may_not(current: str, requested: str) -> bool:
+    """docs/runbook.md, the human gate: accepted and rejected are an admin's moves, and
+    so is rejected -> groomed; an agent starts implementing only from accepted."""
+    if requested == current:
+        return False
+    if requested in ("accepted", "rejected"):
+        return True
+    if current == "rejected" and requested == "groomed":
+        return True
+    return requested == "implementing" and current != "accepted"
 
 
 # -- strategies ----------------------------------------------------------------------
@@ -167,6 +180,17 @@ class Lifecycle(RuleBasedStateMachine):
             assert raised.value.detail == {"current": state.status, "requested": requested}
             assert self.issues[issue_id] is state
             return
+        if (
+            requested is not None
+            and not command.approving
+            and agent_may_not(state.status, requested)
+        ):
+            with pytest.raises(Forbidden) as refused:
+                decide(state, command)
+            assert refused.value.status == 403
+            assert refused.value.detail["gate"] == "admin"
+            assert self.issues[issue_id] is state
+            return
         differing = {k: v for k, v in command.changes.items() if getattr(state, k) != v}
         events = self.execute(issue_id, command)
         if not differing:
@@ -207,17 +231,26 @@ class Lifecycle(RuleBasedStateMachine):
         assert issue.comments == () and issue.nim_actions == ()
         return issue_id
 
-    @rule(issue_id=ids, status=status_names)
-    def update_status(self, issue_id: int, status: str) -> None:
+    @rule(issue_id=ids, status=status_names, approving=st.booleans())
+    def update_status(self, issue_id: int, status: str, approving: bool) -> None:
         command = parse.update_issue(issue_id, {"status": status})
         assert command.changes == {"status": STATUS_ALIASES.get(status, status)}
-        self.check_update(issue_id, command)
+        assert not command.approving  # parsing never grants the human's moves
+        self.check_update(issue_id, dataclasses.replace(command, approving=approving))
 
-    @rule(issue_id=ids, body=field_bodies, status=st.one_of(st.none(), status_names))
-    def update_fields(self, issue_id: int, body: dict[str, Any], status: str | None) -> None:
+    @rule(
+        issue_id=ids,
+        body=field_bodies,
+        status=st.one_of(st.none(), status_names),
+        approving=st.booleans(),
+    )
+    def update_fields(
+        self, issue_id: int, body: dict[str, Any], status: str | None, approving: bool
+    ) -> None:
         if status is not None:
             body = {**body, "status": status}
-        self.check_update(issue_id, parse.update_issue(issue_id, body))
+        command = parse.update_issue(issue_id, body)
+        self.check_update(issue_id, dataclasses.replace(command, approving=approving))
 
     @rule(issue_id=ids, fields=st.sets(st.sampled_from(parse.UPDATE_FIELDS), min_size=1))
     def noop_update(self, issue_id: int, fields: set[str]) -> None:
@@ -239,13 +272,20 @@ class Lifecycle(RuleBasedStateMachine):
         assert len(events) == 1
         assert self.issues[issue_id].status == other
 
-    @rule(issue_id=ids, plan=optional_texts, status=st.one_of(st.none(), status_names))
-    def set_plan(self, issue_id: int, plan: str | None, status: str | None) -> None:
+    @rule(
+        issue_id=ids,
+        plan=optional_texts,
+        status=st.one_of(st.none(), status_names),
+        approving=st.booleans(),
+    )
+    def set_plan(
+        self, issue_id: int, plan: str | None, status: str | None, approving: bool
+    ) -> None:
         body: dict[str, Any] = {"plan": plan}
         if status is not None:
             body["status"] = status
         command = parse.set_plan(issue_id, body)
-        self.check_update(issue_id, command)
+        self.check_update(issue_id, dataclasses.replace(command, approving=approving))
 
     @rule(issue_id=ids, author=optional_texts, text=non_blank)
     def comment(self, issue_id: int, author: str | None, text: str) -> None:
@@ -380,19 +420,35 @@ def test_every_status_pair(current: str, requested: str) -> None:
         assert allowed is True
 
 
-@given(st.sampled_from(STATUSES), status_names)
-def test_decide_enforces_transition_for_every_pair(current: str, name: str) -> None:
-    """decide (not only the helper) answers every pair, aliases included."""
+@given(st.sampled_from(STATUSES), status_names, st.booleans())
+def test_decide_enforces_transition_for_every_pair(
+    current: str, name: str, approving: bool
+) -> None:
+    """decide (not only the helper) answers every pair, aliases included, for an admin
+    and for an agent."""
     issue = _issue(status=current)
-    command = parse.update_issue(1, {"status": name})
+    command = dataclasses.replace(parse.update_issue(1, {"status": name}), approving=approving)
     requested = STATUS_ALIASES.get(name, name)
-    if runbook_allows(current, requested):
-        events = decide(issue, command)
-        assert len(events) == (0 if requested == current else 1)
-    else:
+    if not runbook_allows(current, requested):
         with pytest.raises(Conflict) as raised:
             decide(issue, command)
         assert raised.value.detail == {"current": current, "requested": requested}
+    elif not approving and agent_may_not(current, requested):
+        with pytest.raises(Forbidden) as refused:
+            decide(issue, command)
+        assert refused.value.detail == {"current": current, "requested": requested, "gate": "admin"}
+        assert "admin" in refused.value.message
+    else:
+        events = decide(issue, command)
+        assert len(events) == (0 if requested == current else 1)
+
+
+def test_done_stays_open_to_agents_from_every_active_status() -> None:
+    """Release tooling resolves issues whatever their stage."""
+    for current in STATUSES:
+        if current not in TERMINAL:
+            events = decide(_issue(status=current), parse.update_issue(1, {"status": "resolved"}))
+            assert events[0].data["changes"] == {"status": "done"}
 
 
 def _issue(**overrides: Any) -> Issue:

@@ -175,15 +175,18 @@ async def test_attachments_images_as_thumbnails_others_as_links(
 ) -> None:
     issue = await full_issue(client, auth)
     png, txt = issue["attachments"]
+    # JSON has absolute URLs (from base_url); the page links the same paths on its origin
+    assert png["url"] == f"http://testserver/uploads/{issue['id']}/{png['filename']}"
+    png_path, txt_path = (a["url"].removeprefix("http://testserver") for a in (png, txt))
     _, doc = await page(client, issue["id"])
     thumbs = doc.find(class_="thumbs").find_all("img")
-    assert [(i.attrs["src"], i.attrs["alt"]) for i in thumbs] == [(png["url"], "controller.png")]
+    assert [(i.attrs["src"], i.attrs["alt"]) for i in thumbs] == [(png_path, "controller.png")]
     files = doc.find("ul", class_="files")
     link = files.find("a")
-    assert link.attrs["href"] == txt["url"]
+    assert link.attrs["href"] == txt_path
     assert "download" in link.attrs
     assert link.text() == "log.txt"
-    assert not [i for i in doc.find_all("img") if i.attrs.get("src") == txt["url"]]
+    assert not [i for i in doc.find_all("img") if i.attrs.get("src") == txt_path]
     # the thumbnail really loads from the page's own origin
     resp = await client.get(thumbs[0].attrs["src"] or "")
     assert resp.status == 200 and resp.content_type == "image/png"

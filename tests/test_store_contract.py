@@ -153,6 +153,29 @@ async def test_reserved_id_creates_that_issue(factory: FileStoreFactory) -> None
     assert events[0].issue_id == reserved and events[0].seq == 1
 
 
+async def test_a_chosen_id_creates_that_issue_and_later_ids_pass_it(
+    factory: FileStoreFactory,
+) -> None:
+    """An import keeps the original's ids: any free id can be chosen, in any order."""
+    store = await factory.open()
+    await create(store)  # issue 1
+    for chosen in (7, 3):
+        assert store.reserve_id(chosen) == chosen
+        events = await store.append(Append(chosen, 0, [NewEvent("issue.imported", {})], API))
+        assert (events[0].issue_id, events[0].seq) == (chosen, 1)
+    for taken in (1, 3, 7):
+        with pytest.raises(SequenceConflict):
+            store.reserve_id(taken)
+    assert [e[0].issue_id for e in [await create(store) for _ in range(6)]] == [2, 4, 5, 6, 8, 9]
+    with pytest.raises(SequenceConflict):
+        store.reserve_id(9)  # handed out (and created) already
+    with pytest.raises(ValueError):
+        store.reserve_id(0)
+    store = await factory.reopen(store)
+    assert (await create(store))[0].issue_id == 10  # after the highest id with a log
+    assert store.reserve_id(12) == 12 and (await create(store))[0].issue_id == 11
+
+
 # -- the expected-sequence check -----------------------------------------------------------
 
 

@@ -12,7 +12,6 @@ import os
 import re
 import struct
 import subprocess
-import sys
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,8 +22,17 @@ from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient
 
 from hydraissue.config import Config
-from tests.conftest import ClientFactory, settled
+from tests.conftest import ClientFactory, hydraissue_command, settled
 from web.app import create_app
+
+BASE = "http://testserver"  # the config fixture's base_url: JSON URLs are absolute
+
+
+def local(url: str) -> str:
+    """An attachment's absolute URL as a path on the test server."""
+    assert url.startswith(f"{BASE}/uploads/"), url
+    return url.removeprefix(BASE)
+
 
 Client = TestClient[Any, web.Application]
 GENERATED = re.compile(r"^[a-f0-9]{16}(\.[a-z0-9]{1,10})?$")
@@ -123,11 +131,6 @@ def on_disk(data_dir: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
-def hydraissue_command() -> list[str]:
-    script = Path(sys.executable).with_name("hydraissue")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "hydraissue.cli"]
-
-
 # -- storing ---------------------------------------------------------------------------
 
 
@@ -154,7 +157,7 @@ async def test_report_stores_files_under_generated_names_with_metadata(
     for attachment, (name, data, _) in zip(attachments, files, strict=True):
         assert GENERATED.match(attachment["filename"]), attachment["filename"]
         assert attachment["filename"] != name
-        assert attachment["url"] == f"/uploads/{issue_id}/{attachment['filename']}"
+        assert attachment["url"] == f"{BASE}/uploads/{issue_id}/{attachment['filename']}"
         assert TIMESTAMP.match(attachment["at"])
         assert (folder / attachment["filename"]).read_bytes() == data
     assert attachments[0]["filename"].endswith(".png")
@@ -208,7 +211,7 @@ async def fetch_attachment(
 ) -> tuple[dict[str, Any], Any, bytes]:
     issue = await report(client, [(name, data, claimed)])
     attachment = (await api_issue(client, auth, issue["id"]))["attachments"][0]
-    resp = await client.get(attachment["url"])
+    resp = await client.get(local(attachment["url"]))
     assert resp.status == 200
     return attachment, resp, await resp.read()
 
@@ -338,10 +341,10 @@ async def test_uploads_of_a_deleted_issue_are_gone(
     await settled(client)  # the clean-up is a background subscriber
     assert not folder.exists()
     for attachment in attachments:
-        assert (await client.get(attachment["url"])).status == 404
+        assert (await client.get(local(attachment["url"]))).status == 404
     assert (await client.get(f"/issues/{issue['id']}")).status == 404
     kept = (await api_issue(client, auth, keep["id"]))["attachments"][0]
-    assert (await client.get(kept["url"])).status == 200
+    assert (await client.get(local(kept["url"]))).status == 200
 
 
 async def test_an_upload_404_is_a_page_for_browsers(client: Client) -> None:
@@ -383,14 +386,14 @@ async def test_api_attachment_upload_returns_201_with_the_attachment(
     assert attachment["size"] == len(PNG)
     assert attachment["content_type"] == "image/png"
     assert GENERATED.match(attachment["filename"])
-    assert attachment["url"] == f"/uploads/{issue_id}/{attachment['filename']}"
+    assert attachment["url"] == f"{BASE}/uploads/{issue_id}/{attachment['filename']}"
     assert (data_dir / "uploads" / str(issue_id) / attachment["filename"]).read_bytes() == PNG
     issue = await api_issue(client, auth, issue_id)
     assert [a["filename"] for a in issue["attachments"]] == [attachment["filename"]]
     events = await (await client.get(f"/api/v1/issues/{issue_id}/events", headers=auth)).json()
     assert events[-1]["type"] == "attachment.added"
     assert events[-1]["actor"]["kind"] == "api"
-    served = await client.get(attachment["url"])
+    served = await client.get(local(attachment["url"]))
     assert served.status == 200 and await served.read() == PNG
 
 
@@ -465,7 +468,7 @@ async def test_api_attached_html_is_still_served_as_a_download(
         headers=auth,
     )
     assert resp.status == 201, await resp.text()
-    served = await client.get((await resp.json())["url"])
+    served = await client.get(local((await resp.json())["url"]))
     assert served.headers["Content-Type"].split(";")[0] not in SCRIPTABLE
     assert served.headers["Content-Disposition"].startswith("attachment")
 

@@ -85,6 +85,7 @@ ROOT = Path(__file__).resolve().parent.parent
 API_TOKEN = "bench-api-token"
 ADMIN_TOKEN = "bench-admin-token"
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 HOST = "127.0.0.1"
 PAGE = 50
 NOISY_OTHER_CPU = 0.25
@@ -103,6 +104,7 @@ TARGETS = {
     "hook_p99_ms": 100.0,  # write's 2xx -> delivery at a healthy local receiver
     "stats_p99_ms": 5.0,
     "quality_ms": 500.0,  # the quality report for the last 30 days
+    "admin_list_ratio": 0.5,  # the admin list page (HTML) / the JSON list, same filter
 }
 SSE_CLIENTS = 50
 
@@ -1151,6 +1153,13 @@ def drive(
         Scenario("get", "GET", [f"/api/v1/issues/{i}" for i in ids], headers=AUTH),
         Scenario("list-open", "GET", open_paths, headers=AUTH),
         Scenario("list-bug", "GET", bug_paths, headers=AUTH),
+        # The same pages of the same filter, as the admin's HTML list.
+        Scenario(
+            "admin-list",
+            "GET",
+            [p.replace("/api/v1/issues?", "/admin?", 1) for p in open_paths],
+            headers=ADMIN_AUTH,
+        ),
         Scenario(
             "create",
             "POST",
@@ -1245,6 +1254,15 @@ def verdict(report: Report) -> list[tuple[str, str, str, bool]]:
                 ratio >= TARGETS["list_ratio"],
             )
         )
+    ratio = loads["admin-list"].rate / loads["list-open"].rate
+    rows.append(
+        (
+            "admin list page (HTML) / list-open (JSON)",
+            f"{ratio:.2f}x",
+            ">= 0.5x",
+            ratio >= TARGETS["admin_list_ratio"],
+        )
+    )
     ratio = loads["create"].rate / loads["raw-fsync"].rate
     rows.append(
         ("create / raw append+fsync", f"{ratio:.2f}x", ">= 0.3x", ratio >= TARGETS["create_ratio"])
@@ -1377,6 +1395,7 @@ def print_table(report: Report, args: argparse.Namespace) -> bool:
         "get": "GET /api/v1/issues/{random id}",
         "list-open": f"GET ?status=open&limit={PAGE}&offset=rnd",
         "list-bug": f"GET ?stage=active&category=bug&limit={PAGE}&offset=rnd",
+        "admin-list": f"GET /admin?status=open&limit={PAGE}&offset=rnd (HTML)",
         "create": "POST /api/v1/issues (durable create)",
         "create-sse": f"the same, {SSE_CLIENTS} SSE clients reading the feed",
         "create-paired": "the same, webhooks switched off (beside the next)",
@@ -1391,6 +1410,7 @@ def print_table(report: Report, args: argparse.Namespace) -> bool:
         "get",
         "list-open",
         "list-bug",
+        "admin-list",
         "create",
         "create-sse",
         "create-paired",

@@ -45,7 +45,7 @@ from hydraissue.commands import (
     UpdateIssue,
 )
 from hydraissue.datadir import DataDirLock
-from hydraissue.decide import decide
+from hydraissue.decide import decide, gate
 from hydraissue.evolve import fold
 from hydraissue.model import CATEGORIES, PRIORITIES, Issue
 from projections.rebuild import ReplayResult, replay
@@ -307,7 +307,9 @@ def command_for(step: Step, issue_id: int, state: Issue | None, rng: random.Rand
         return create_command(rng)
     assert state is not None
     if step.kind == "status":
-        return UpdateIssue(issue_id, {"status": step.value})
+        # A person's move (accept, reject, un-reject) is the admin's, as in /admin.
+        human = gate(state.status, step.value) is not None
+        return UpdateIssue(issue_id, {"status": step.value}, approving=human)
     if step.kind == "plan":  # PUT /plan with status proposed
         plan = f"1. Reproduce with a test.\n2. {rng.choice(SENTENCES)}\n3. Ship and verify."
         return UpdateIssue(issue_id, {"plan": plan, "status": step.value})
@@ -332,6 +334,8 @@ def actor_for(command: Command) -> Actor:
         return Actor("api", command.author)
     if isinstance(command, RecordNimAction):
         return Actor("api", command.name)
+    if isinstance(command, UpdateIssue) and command.approving:
+        return Actor("admin")
     return Actor("api")
 
 

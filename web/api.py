@@ -17,7 +17,8 @@ from projections.query import parse_list_query
 from web.forms import read_form, upload_limits
 from web.keys import CONFIG, ISSUE_JSON, RUNBOOK, SERVICE, STARTED
 from web.middleware import fingerprint_form, idempotency_of, mark_replayed
-from web.representation import attachment_dict
+from web.params import known_params
+from web.representation import absolute_attachment
 from web.responses import json_response, public_base, read_json
 
 routes = web.RouteTableDef()
@@ -61,11 +62,14 @@ def issue_response(
 
 
 async def body_of(request: web.Request) -> object:
-    return await read_json(request, request.app[CONFIG].max_json_bytes)
+    body = await read_json(request, request.app[CONFIG].max_json_bytes)
+    parse.exact_numbers(await request.read(), body)  # never a silently rounded number
+    return body
 
 
 @routes.get("/api/v1/health")
 async def health(request: web.Request) -> web.Response:
+    known_params(request.query, ())
     status, extra = request.app[SERVICE].health()
     return json_response(
         {
@@ -80,11 +84,13 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/runbook")
 async def runbook(request: web.Request) -> web.Response:
+    known_params(request.query, ())
     return web.Response(body=request.app[RUNBOOK], content_type="text/markdown", charset="utf-8")
 
 
 @routes.post("/api/v1/issues")
 async def create_issue(request: web.Request) -> web.Response:
+    known_params(request.query, ())
     command = parse.create_issue(await body_of(request))
     outcome = await request.app[SERVICE].handle(
         command,
@@ -112,6 +118,7 @@ async def list_issues(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/issues/{id}")
 async def get_issue(request: web.Request) -> web.Response:
+    known_params(request.query, ())
     issue_id = issue_id_of(request)
     service = request.app[SERVICE]
     row = service.live_row(issue_id)
@@ -132,6 +139,7 @@ async def get_issue(request: web.Request) -> web.Response:
 
 @routes.patch("/api/v1/issues/{id}")
 async def patch_issue(request: web.Request) -> web.Response:
+    known_params(request.query, ())
     command = parse.update_issue(
         issue_id_of(request), await body_of(request), request.headers.get("If-Match")
     )
@@ -141,6 +149,7 @@ async def patch_issue(request: web.Request) -> web.Response:
 
 @routes.delete("/api/v1/issues/{id}")
 async def delete_issue(request: web.Request) -> web.Response:
+    known_params(request.query, ())
     command = DeleteIssue(issue_id_of(request), request.headers.get("If-Match"))
     await request.app[SERVICE].handle(command, actor_of(request), nim=nim_of(request))
     request.app[ISSUE_JSON].forget(command.issue_id)
@@ -149,6 +158,7 @@ async def delete_issue(request: web.Request) -> web.Response:
 
 @routes.put("/api/v1/issues/{id}/plan")
 async def put_plan(request: web.Request) -> web.Response:
+    known_params(request.query, ())
     command = parse.set_plan(
         issue_id_of(request), await body_of(request), request.headers.get("If-Match")
     )
@@ -158,6 +168,7 @@ async def put_plan(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/issues/{id}/comments")
 async def add_comment(request: web.Request) -> web.Response:
+    known_params(request.query, ())
     command = parse.add_comment(issue_id_of(request), await body_of(request))
     outcome = await request.app[SERVICE].handle(
         command, actor_of(request, command.author), idempotency_of(request), nim=nim_of(request)
@@ -171,6 +182,7 @@ async def add_comment(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/issues/{id}/nim-actions")
 async def add_nim_action(request: web.Request) -> web.Response:
+    known_params(request.query, ())
     command = parse.record_nim_action(issue_id_of(request), await body_of(request))
     outcome = await request.app[SERVICE].handle(
         command, actor_of(request, command.name), idempotency_of(request), nim=nim_of(request)
@@ -183,12 +195,14 @@ async def add_nim_action(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/issues/{id}/events")
 async def issue_events(request: web.Request) -> web.Response:
+    known_params(request.query, ())
     events = await request.app[SERVICE].history(issue_id_of(request))
     return json_response(orjson.dumps([e.public_dict() for e in events]))
 
 
 @routes.post("/api/v1/issues/{id}/attachments")
 async def add_attachment(request: web.Request) -> web.Response:
+    known_params(request.query, ())
     issue_id = issue_id_of(request)
     service = request.app[SERVICE]
     await service.get(issue_id)
@@ -205,5 +219,5 @@ async def add_attachment(request: web.Request) -> web.Response:
     attachments = outcome.issue.attachments
     ref = outcome.replayed.ref if outcome.replayed is not None else None
     attachment = next((a for a in attachments if a.filename == ref), attachments[-1])
-    body = attachment_dict(issue_id, attachment)
+    body = absolute_attachment(request.app[ISSUE_JSON].base, issue_id, attachment)
     return mark_replayed(json_response(body, status=201), outcome.replayed)

@@ -17,7 +17,7 @@ from hydraissue.delivery import Policy
 from hydraissue.ratelimit import RateLimiter
 from hydraissue.service import IssueService
 from hydraissue.uploads import human
-from web import api, feed, insight_api, public, webhooks_api
+from web import admin, admin_auth, admin_insight, api, feed, insight_api, public, webhooks_api
 from web.clientip import networks
 from web.keys import (
     CONFIG,
@@ -31,7 +31,7 @@ from web.keys import (
     TRUSTED_PROXIES,
 )
 from web.middleware import bearer_auth, errors, idempotency, security_headers
-from web.render import when
+from web.render import age, when
 from web.representation import IssueJson
 
 HERE = Path(__file__).resolve().parent
@@ -58,15 +58,17 @@ def create_app(
     event times, which a test shortens or controls; the defaults are the seed's numbers,
     the system's DNS and the wall clock."""
     app = web.Application(
-        middlewares=[errors, bearer_auth, idempotency],
+        middlewares=[errors, admin_auth.admin_guard, bearer_auth, idempotency],
         client_max_size=config.max_json_bytes,
     )
     app[CONFIG] = config
     app[RUNBOOK] = runbook_text()
     app[STARTED] = time.monotonic()
-    app[RATE_LIMITER] = RateLimiter(config.report_rate_limit)
+    app[RATE_LIMITER] = RateLimiter(
+        config.report_rate_limit, config.report_rate_burst, config.report_rate_limit_exempt
+    )
     app[TRUSTED_PROXIES] = networks(config.trusted_proxies)
-    app[ISSUE_JSON] = IssueJson()
+    app[ISSUE_JSON] = IssueJson(config.public_url)  # absolute URLs in JSON
     app[KEY_LOCKS] = {}
     app[FEED_KEEPALIVE] = feed_keepalive
     env = aiohttp_jinja2.setup(
@@ -76,14 +78,24 @@ def create_app(
     )
     env.globals["human"] = human
     env.filters["when"] = when
+    env.filters["age"] = age
     app.on_response_prepare.append(security_headers)
     app.add_routes(api.routes)
     app.add_routes(feed.routes)
     app.add_routes(webhooks_api.routes)
     app.add_routes(insight_api.routes)
     app.add_routes(public.routes)
+    app.add_routes(admin_auth.routes)
+    app.add_routes(admin.routes)
+    app[admin.ROW_HTML] = admin.RowHtml()
+    app[admin.FRAGMENTS] = admin.Fragments()
+    app.add_routes(admin_insight.routes)
+    app[admin_insight.FIGURES] = admin_insight.FigureCache()
+    app.on_cleanup.append(admin_insight.stop_figures)
+    app[public.DECOYS] = public.Decoys()  # the honeypot's look-alike answers
     app.router.add_static("/static", HERE / "static")
     app.cleanup_ctx.append(_storage(own_lock, delivery_policy, resolver, clock))
+    app.cleanup_ctx.append(admin_auth.admin_sessions)
     app.on_shutdown.append(_close_feeds)
     return app
 

@@ -25,6 +25,7 @@ from hydraissue.errors import Invalid
 from hydraissue.model import EVENT_TYPES, Event
 from hydraissue.service import IssueService
 from web.keys import FEED_KEEPALIVE, SERVICE
+from web.params import known_params
 from web.responses import json_response
 
 routes = web.RouteTableDef()
@@ -76,13 +77,7 @@ def _list(raw: str) -> frozenset[str]:
 
 def parse_feed_query(request: web.Request) -> FeedQuery:
     params = request.query
-    unknown = sorted(set(params) - set(PARAMS))
-    if unknown:
-        raise Invalid(
-            unknown[0],
-            f"unknown query parameter; accepted: {', '.join(PARAMS)}",
-            {"field": unknown[0], "allowed": list(PARAMS)},
-        )
+    known_params(params, PARAMS)
     types = _list(params["type"]) if "type" in params else None
     if types is not None:
         bad = sorted(types - set(EVENT_TYPES)) or ([] if types else [params["type"]])

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import BadContentDispositionHeader
 from aiohttp.web_protocol import RequestPayloadError
 
 from hydraissue.config import Config
 from hydraissue.errors import Invalid, TooLarge
+from hydraissue.parse import BadPart, form_part
 from hydraissue.uploads import Budget, Limits, Received, UploadStore, human
 
 MAX_TEXT_FIELD = 256 * 1024
@@ -41,20 +44,29 @@ async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _text(part: BodyPartReader, budget: list[int]) -> str:
+async def _text(part: BodyPartReader, name: str, budget: list[int]) -> str:
     data = bytearray()
     async for chunk in _chunks(part):
         data += chunk
         budget[0] += len(chunk)
         if len(data) > MAX_TEXT_FIELD or budget[0] > MAX_TEXT_TOTAL:
             raise TooLarge(
-                f"field {part.name!r} is too long",
-                {"field": part.name, "limit": MAX_TEXT_FIELD},
+                f"field {name!r} is too long",
+                {"field": name, "limit": MAX_TEXT_FIELD},
             )
     try:
         return data.decode(part.get_charset("utf-8"), errors="replace")
     except LookupError:  # a charset nobody has heard of
         return data.decode("utf-8", errors="replace")
+
+
+async def _next_part(reader: MultipartReader) -> object:
+    """The next part. aiohttp peeks at each part's Content-Disposition (for RFC 7578's
+    ``_charset_``) and warns about one it cannot parse; we read that header ourselves
+    (``hydraissue.parse.form_part``), so its warning is noise here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BadContentDispositionHeader)
+        return await reader.next()
 
 
 async def _drain(part: BodyPartReader, left: list[int]) -> bool:
@@ -67,9 +79,20 @@ async def _drain(part: BodyPartReader, left: list[int]) -> bool:
 
 
 async def read_form(
-    request: web.Request, uploads: UploadStore, limits: Limits, file_field: str
+    request: web.Request,
+    uploads: UploadStore,
+    limits: Limits,
+    file_field: str,
+    *,
+    keep_files: bool = False,
 ) -> FormPost:
-    """Fields and whole files; a size limit stops reading and keeps what was typed."""
+    """Fields and whole files; a size limit stops reading and keeps what was typed.
+
+    Part names come from ``hydraissue.parse.form_part`` (aiohttp's parser gives up on a
+    file name with two ``;``), and a part it cannot name is a 400 saying why. With
+    ``keep_files`` the files received before one over a limit stay in ``files`` (the
+    caller keeps them for the reporter's next try, or discards them).
+    """
     if request.content_type not in FORM_TYPES:
         raise Invalid(
             "Content-Type",
@@ -99,25 +122,32 @@ async def read_form(
     try:
         reader = await request.multipart()
         parts = 0
-        while (part := await reader.next()) is not None:
+        while (part := await _next_part(reader)) is not None:
             parts += 1
             if not isinstance(part, BodyPartReader):
                 raise Invalid("body", "nested multipart bodies are not supported")
-            name = part.name or ""
-            text_budget[0] += PART_OVERHEAD + len(name) + sum(map(len, part.headers.values()))
+            text_budget[0] += PART_OVERHEAD + sum(map(len, part.headers.values()))
             if parts > MAX_PARTS or text_budget[0] > MAX_TEXT_TOTAL:
                 raise TooLarge(f"the form has too many parts (at most {MAX_PARTS})", {})
-            if part.filename is None:
-                post.fields[name] = await _text(part, text_budget)
+            try:
+                name, filename = form_part(part.headers.get("Content-Disposition"))
+            except BadPart as exc:
+                raise Invalid(
+                    "body",
+                    f"part {parts} of the multipart body {exc}",
+                    {"field": "body", "part": parts, "problem": str(exc)},
+                ) from None
+            if filename is None:
+                post.fields[name] = await _text(part, name, text_budget)
             elif name != file_field:
                 raise Invalid(name, f"unexpected file field; send files as {file_field!r}")
-            elif part.filename == "" or post.too_large is not None:
+            elif filename == "" or post.too_large is not None:
                 # An empty file input, or files after one over a limit.
                 if not await _drain(part, drain):
                     break
             else:
                 try:
-                    post.files.append(await uploads.receive(_chunks(part), part.filename, budget))
+                    post.files.append(await uploads.receive(_chunks(part), filename, budget))
                 except TooLarge as exc:
                     # Keep reading: browsers send the fields after the file input.
                     post.too_large = exc
@@ -131,7 +161,7 @@ async def read_form(
     except BaseException:
         uploads.discard(post.files)
         raise
-    if post.too_large is not None:
+    if post.too_large is not None and not keep_files:
         uploads.discard(post.files)
         post.files = []
     return post

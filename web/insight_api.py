@@ -5,7 +5,7 @@ aggregate statistics (``/api/v1/stats``) and the quality report
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
@@ -14,22 +14,13 @@ from hydraissue.errors import Invalid, NotFound
 from projections.quality import csv as quality_csv
 from projections.quality import markdown as quality_markdown
 from web.keys import SERVICE
+from web.params import known_params
 from web.responses import json_response
 
 routes = web.RouteTableDef()
 
 MAX_LIMIT = 1000
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def known_params(params: Mapping[str, str], allowed: Sequence[str]) -> None:
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise Invalid(
-            unknown[0],
-            f"unknown query parameter; accepted: {', '.join(allowed) or 'none'}",
-            {"field": unknown[0], "allowed": list(allowed)},
-        )
 
 
 def stamp(moment: datetime) -> str:

@@ -7,6 +7,7 @@ from aiohttp import web
 from hydraissue.config import Config
 from hydraissue.ratelimit import RateLimiter
 from hydraissue.service import Idempotency, IssueService
+from hydraissue.sessions import LoginThrottle, Sessions
 from web.representation import IssueJson
 
 CONFIG = web.AppKey("config", Config)
@@ -18,6 +19,8 @@ RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple)
 KEY_LOCKS = web.AppKey("key_locks", dict)
 FEED_KEEPALIVE = web.AppKey("feed_keepalive", float)
+SESSIONS = web.AppKey("sessions", Sessions)
+LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)
 
 # Set by the idempotency middleware: the scoped key, and (for bodies it can read whole)
 # the request's fingerprint; multipart handlers compute theirs from what they received.

@@ -19,7 +19,8 @@ from aiohttp.web_protocol import RequestPayloadError
 from hydraissue.errors import DomainError, Invalid, TooManyRequests
 from hydraissue.service import Idempotency
 from hydraissue.uploads import Received
-from web.keys import CONFIG, IDEMPOTENCY, IDEMPOTENCY_KEY, KEY_LOCKS
+from web.clientip import client_ip
+from web.keys import CONFIG, IDEMPOTENCY, IDEMPOTENCY_KEY, KEY_LOCKS, TRUSTED_PROXIES
 from web.responses import JSON, error_body
 
 log = logging.getLogger("hydraissue.web")
@@ -86,16 +87,16 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        allow = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         if not wants_json(request):
             text = HTML_REASONS.get(exc.status, exc.reason)
-            return html_message(request, exc.status, text, {})
+            return html_message(request, exc.status, text, allow)  # a 405 keeps its Allow
         reasons = {
             404: "no such endpoint; see GET /api/v1/runbook for the API",
             405: f"method {request.method} is not allowed on {request.path}",
             413: "request body is too large",
         }
-        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-        return _json_error(exc.status, reasons.get(exc.status, exc.reason), None, **headers)
+        return _json_error(exc.status, reasons.get(exc.status, exc.reason), None, **allow)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         if not wants_json(request):
@@ -172,7 +173,12 @@ async def idempotency(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     if not key.strip() or len(key) > 255:
         raise Invalid("Idempotency-Key", "must be 1 to 255 characters")
-    scoped = f"{'api' if request.path.startswith(API) else 'public'}:{key}"
+    # Public clients' keys are scoped per client address: one client's key can neither
+    # block another's report nor hand it someone else's answer.
+    if request.path.startswith(API):
+        scoped = f"api:{key}"
+    else:
+        scoped = f"public:{client_ip(request, request.app[TRUSTED_PROXIES])}:{key}"
     async with _holding(request.app[KEY_LOCKS], scoped):
         request[IDEMPOTENCY_KEY] = scoped
         if not request.content_type.startswith("multipart/"):

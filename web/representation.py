@@ -7,24 +7,42 @@ URLs added once per (id, seq), so a newer state is never served with an older bo
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import orjson
 
-from hydraissue.model import Issue
+from hydraissue.model import Attachment, Issue
 from hydraissue.representation import attachment_dict, issue_dict, upload_url
 from projections.compact import issue_json
 from projections.readmodel import IssueReadModel
 from projections.rows import IndexRow
 
-__all__ = ["IssueJson", "attachment_dict", "issue_dict", "upload_url"]
+__all__ = ["IssueJson", "absolute_attachment", "attachment_dict", "issue_dict", "upload_url"]
+
+
+def absolute_attachment(base: str, issue_id: int, attachment: Attachment) -> dict[str, Any]:
+    """An attachment as JSON shows it: its ``url`` absolute, built from ``base``."""
+    body = attachment_dict(issue_id, attachment)
+    body["url"] = f"{base}{body['url']}"
+    return body
+
+
+def absolute_issue_dict(base: str, issue: Issue) -> dict[str, Any]:
+    """The issue as the API shows it: every URL in it absolute (pages use relative ones)."""
+    body = issue.to_dict()
+    if issue.attachments:
+        body["attachments"] = [absolute_attachment(base, issue.id, a) for a in issue.attachments]
+    return body
 
 
 class IssueJson:
     """The API's JSON of issues. An issue without files is sent as the read model keeps
     it (its bytes are the API's); one with files gets their URLs, rendered once per
-    (id, seq) and cached."""
+    (id, seq) and cached. ``base`` (the configured ``base_url``, else the address the
+    server is reachable at) makes those URLs absolute, as the report's ``url`` is."""
 
-    def __init__(self) -> None:
+    def __init__(self, base: str = "") -> None:
+        self.base = base.rstrip("/")
         self._with_urls: dict[int, tuple[int, bytes]] = {}
 
     def render(self, issue: Issue) -> bytes:
@@ -34,7 +52,7 @@ class IssueJson:
         hit = self._with_urls.get(issue.id)
         if hit is not None and hit[0] == issue.seq:
             return hit[1]
-        body = memoryview(orjson.dumps(issue_dict(issue))).tobytes()
+        body = memoryview(orjson.dumps(absolute_issue_dict(self.base, issue))).tobytes()
         self._with_urls[issue.id] = (issue.seq, body)
         return body
 

@@ -9,6 +9,7 @@ from hydraissue.errors import Invalid, NotFound
 from hydraissue.targets import TargetRefused
 from hydraissue.webhooks import parse_create, parse_update
 from web.keys import CONFIG, SERVICE
+from web.params import known_params
 from web.responses import json_response, read_json
 
 routes = web.RouteTableDef()
@@ -24,6 +25,7 @@ def _refused(exc: TargetRefused) -> Invalid:
 
 @routes.post("/api/v1/webhooks")
 async def create_webhook(request: web.Request) -> web.Response:
+    known_params(request.query, ())
     values = parse_create(await _body(request))
     try:
         hook = await request.app[SERVICE].create_webhook(values)
@@ -36,6 +38,7 @@ async def create_webhook(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/webhooks")
 async def list_webhooks(request: web.Request) -> web.Response:
+    known_params(request.query, ())
     service = request.app[SERVICE]
     queued = service.deliveries.status()
     return json_response(
@@ -48,6 +51,7 @@ async def list_webhooks(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/webhooks/{id}")
 async def get_webhook(request: web.Request) -> web.Response:
+    known_params(request.query, ())
     service = request.app[SERVICE]
     hook = service.webhooks.get(request.match_info["id"])
     queued = service.deliveries.status().get(hook.id, {}).get("queued", 0)
@@ -56,6 +60,7 @@ async def get_webhook(request: web.Request) -> web.Response:
 
 @routes.patch("/api/v1/webhooks/{id}")
 async def patch_webhook(request: web.Request) -> web.Response:
+    known_params(request.query, ())
     values = parse_update(await _body(request))
     try:
         hook = await request.app[SERVICE].update_webhook(request.match_info["id"], values)
@@ -66,12 +71,14 @@ async def patch_webhook(request: web.Request) -> web.Response:
 
 @routes.delete("/api/v1/webhooks/{id}")
 async def delete_webhook(request: web.Request) -> web.Response:
+    known_params(request.query, ())
     await request.app[SERVICE].delete_webhook(request.match_info["id"])
     return web.Response(status=204)
 
 
 @routes.get("/api/v1/webhooks/{id}/deliveries")
 async def deliveries(request: web.Request) -> web.Response:
+    known_params(request.query, ())
     service = request.app[SERVICE]
     hook = service.webhooks.get(request.match_info["id"])
     journal = service.deliveries.journals.get(hook.id)
@@ -81,6 +88,7 @@ async def deliveries(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver")
 async def redeliver(request: web.Request) -> web.Response:
+    known_params(request.query, ())
     service = request.app[SERVICE]
     hook = service.webhooks.get(request.match_info["id"])
     delivery_id = request.match_info["delivery_id"]
@@ -95,6 +103,7 @@ async def redeliver(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/webhooks/{id}/ping")
 async def ping(request: web.Request) -> web.Response:
+    known_params(request.query, ())
     service = request.app[SERVICE]
     hook = service.webhooks.get(request.match_info["id"])
     attempt = await service.deliveries.ping(hook)

@@ -1,0 +1,23 @@
+"""Query parameters of the API: a name the route does not know is a 400, never ignored.
+
+Names are case-sensitive (``Stage`` is not ``stage``): an agent with a typo must not
+silently work on every issue instead of the ones it asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from hydraissue.errors import Invalid
+
+
+def known_params(params: Mapping[str, str], allowed: Sequence[str]) -> None:
+    """Refuse the first unknown parameter, naming it and listing the accepted ones."""
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        accepted = ", ".join(allowed) if allowed else "none"
+        raise Invalid(
+            unknown[0],
+            f"unknown query parameter; accepted: {accepted} (names are case-sensitive)",
+            {"field": unknown[0], "allowed": list(allowed)},
+        )
