@@ -23,16 +23,15 @@ from multidict import MultiMapping
 from hydraissue import parse
 from hydraissue.commands import Actor, AddComment, Command, DeleteIssue, UpdateIssue
 from hydraissue.decide import transition_allowed
-from hydraissue.errors import DomainError, Invalid, NotFound
+from hydraissue.errors import DomainError, Invalid
 from hydraissue.model import CATEGORIES, PRIORITIES, STAGES, STATUSES, Issue, display_key
-from hydraissue.representation import attachment_dict
-from hydraissue.uploads import INLINE_TYPES
 from projections.query import PARAMS, parse_list_query
 from projections.rows import IndexRow
 from web import feed
 from web.admin_auth import admin_of, see_other
+from web.api import issue_id_of
 from web.keys import ISSUE_JSON, SERVICE
-from web.render import age, field_value, markdown
+from web.render import age, field_value, issue_view, markdown
 from web.responses import json_response
 
 routes = web.RouteTableDef()
@@ -308,29 +307,12 @@ async def _issue_context(request: web.Request, issue: Issue) -> dict[str, Any]:
     service = request.app[SERVICE]
     history = await service.history(issue.id)
     return {
+        **issue_view(issue),
         "admin": admin_of(request),
-        "issue": issue,
-        "key": display_key(issue.id),
-        "description": markdown(issue.description) if issue.description.strip() else "",
         "plan": markdown(issue.plan) if issue.plan and issue.plan.strip() else "",
-        "custom_fields": [(k, field_value(v)) for k, v in issue.custom_fields.items()],
         "custom_json": orjson.dumps(issue.custom_fields, option=orjson.OPT_INDENT_2).decode()
         if issue.custom_fields
         else "{}",
-        "images": [
-            attachment_dict(issue.id, a)
-            for a in issue.attachments
-            if a.content_type in INLINE_TYPES
-        ],
-        "files": [
-            attachment_dict(issue.id, a)
-            for a in issue.attachments
-            if a.content_type not in INLINE_TYPES
-        ],
-        "comments": [
-            {"author": c.author, "created_at": c.created_at, "html": markdown(c.text)}
-            for c in issue.comments
-        ],
         "nim_actions": list(reversed(issue.nim_actions)),
         "history": [_history_entry(e) for e in reversed(history)],
         "moves": [s for s in STATUSES if s != issue.status and transition_allowed(issue.status, s)],
@@ -342,24 +324,16 @@ async def _issue_context(request: web.Request, issue: Issue) -> dict[str, Any]:
     }
 
 
-def _issue_id(request: web.Request) -> int:
-    raw = request.match_info["id"]
-    found = parse.issue_id(raw)
-    if found is None:
-        raise NotFound(f"no issue {raw!r}: ids are whole numbers", {"id": raw})
-    return found
-
-
 @routes.get("/admin/issues/{id}")
 async def issue_page(request: web.Request) -> web.Response:
-    issue = await request.app[SERVICE].get(_issue_id(request))
+    issue = await request.app[SERVICE].get(issue_id_of(request))
     context = await _issue_context(request, issue)
     return aiohttp_jinja2.render_template("admin/issue.html", request, context)
 
 
 @routes.get("/admin/issues/{id}/delete")
 async def confirm_delete(request: web.Request) -> web.Response:
-    issue = await request.app[SERVICE].get(_issue_id(request))
+    issue = await request.app[SERVICE].get(issue_id_of(request))
     context = {"admin": admin_of(request), "issue": issue, "key": display_key(issue.id)}
     return aiohttp_jinja2.render_template("admin/delete.html", request, context)
 
@@ -419,7 +393,7 @@ def _reason(exc: DomainError) -> str:
 
 @routes.post("/admin/issues/{id}/status")
 async def set_status(request: web.Request) -> web.StreamResponse:
-    issue_id = _issue_id(request)
+    issue_id = issue_id_of(request)
     form = await _form(request)
     command = parse.update_issue(issue_id, {"status": form.get("status", "")}, _etag(form))
     if form.get("back") == "board":
@@ -440,7 +414,7 @@ async def _board_move(request: web.Request, issue_id: int, command: UpdateIssue)
 
 @routes.post("/admin/issues/{id}/accept")
 async def accept_plan(request: web.Request) -> web.StreamResponse:
-    issue_id = _issue_id(request)
+    issue_id = issue_id_of(request)
     form = await _form(request)
     command = UpdateIssue(issue_id, {"status": "accepted"}, _etag(form))
     return await _act(request, issue_id, [command], "Plan accepted.")
@@ -448,7 +422,7 @@ async def accept_plan(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/admin/issues/{id}/reject")
 async def reject_plan(request: web.Request) -> web.StreamResponse:
-    issue_id = _issue_id(request)
+    issue_id = issue_id_of(request)
     form = await _form(request)
     reason = parse.text(form.get("reason"), "reason", required=True)
     commands: list[Command] = [
@@ -460,7 +434,7 @@ async def reject_plan(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/admin/issues/{id}/comment")
 async def comment(request: web.Request) -> web.StreamResponse:
-    issue_id = _issue_id(request)
+    issue_id = issue_id_of(request)
     form = await _form(request)
     command = parse.add_comment(issue_id, {"author": "admin", "text": form.get("text")})
     return await _act(request, issue_id, [command], "Comment added.")
@@ -471,7 +445,7 @@ EDITABLE = ("title", "description", "priority", "category", "project", "custom_f
 
 @routes.post("/admin/issues/{id}/edit")
 async def edit(request: web.Request) -> web.StreamResponse:
-    issue_id = _issue_id(request)
+    issue_id = issue_id_of(request)
     form = await _form(request)
     body: dict[str, Any] = {k: form[k] for k in EDITABLE if k in form}
     for name in ("priority", "project"):
@@ -490,7 +464,7 @@ async def edit(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/admin/issues/{id}/delete")
 async def delete(request: web.Request) -> web.StreamResponse:
-    issue_id = _issue_id(request)
+    issue_id = issue_id_of(request)
     form = await _form(request)
     if form.get("confirm") != "yes":
         return see_other(f"/admin/issues/{issue_id}/delete")

@@ -41,6 +41,7 @@ from web.admin_auth import admin_of, see_other
 from web.insight_api import parse_moment
 from web.keys import SERVICE
 from web.params import known_params
+from web.webhooks_api import redeliver_from
 
 routes = web.RouteTableDef()
 log = logging.getLogger(__name__)
@@ -132,7 +133,6 @@ class FigureCache:
             del self.running[project]
         if not task.cancelled() and task.exception() is not None:
             log.warning("admin stats: the quality figures failed", exc_info=task.exception())
-
 
     async def stop(self) -> None:
         """At shutdown: recomputations under way are cancelled, not left running."""
@@ -302,27 +302,21 @@ async def quality_page(request: web.Request) -> web.Response:
     return aiohttp_jinja2.render_template("admin/quality.html", request, context)
 
 
-@routes.get("/admin/reports/quality.md")
-async def quality_markdown_download(request: web.Request) -> web.Response:
+DOWNLOADS = {"md": (quality_markdown, "text/markdown"), "csv": (quality_csv, "text/csv")}
+
+
+@routes.get(r"/admin/reports/quality.{kind:md|csv}")
+async def quality_download(request: web.Request) -> web.Response:
+    """The report of the chosen window as a file: Markdown or CSV."""
+    kind = request.match_info["kind"]
+    render, content_type = DOWNLOADS[kind]
     window = _window(request.query)
     report = await request.app[SERVICE].quality(window.since, window.until, window.project)
     return web.Response(
-        text=quality_markdown(report),
-        content_type="text/markdown",
+        text=render(report),
+        content_type=content_type,
         charset="utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{_filename(window, "md")}"'},
-    )
-
-
-@routes.get("/admin/reports/quality.csv")
-async def quality_csv_download(request: web.Request) -> web.Response:
-    window = _window(request.query)
-    report = await request.app[SERVICE].quality(window.since, window.until, window.project)
-    return web.Response(
-        text=quality_csv(report),
-        content_type="text/csv",
-        charset="utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{_filename(window, "csv")}"'},
+        headers={"Content-Disposition": f'attachment; filename="{_filename(window, kind)}"'},
     )
 
 
@@ -394,16 +388,8 @@ async def set_active(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/admin/webhooks/{id}/deliveries/{delivery_id}/redeliver")
 async def redeliver(request: web.Request) -> web.StreamResponse:
-    service = request.app[SERVICE]
-    hook = service.webhooks.get(request.match_info["id"])
-    delivery_id = request.match_info["delivery_id"]
-    delivery = await service.deliveries.redeliver(hook.id, delivery_id)
-    if delivery is None:
-        raise NotFound(
-            f"no delivery {delivery_id!r} among the last ones of {hook.id}",
-            {"id": hook.id, "delivery_id": delivery_id},
-        )
-    return _back(f"Delivery {delivery.id} of {hook.id} queued again.")
+    delivery = await redeliver_from(request)
+    return _back(f"Delivery {delivery.id} of {delivery.webhook} queued again.")
 
 
 # -- /admin/nims ---------------------------------------------------------------------------

@@ -150,7 +150,7 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 @contextlib.asynccontextmanager
-async def _holding(locks: dict[str, asyncio.Lock], key: str) -> AsyncIterator[None]:
+async def holding(locks: dict[str, asyncio.Lock], key: str) -> AsyncIterator[None]:
     """Serialise requests with the same key, so a concurrent retry waits for the first."""
     lock = locks.setdefault(key, asyncio.Lock())
     try:
@@ -179,7 +179,7 @@ async def idempotency(request: web.Request, handler: Handler) -> web.StreamRespo
         scoped = f"api:{key}"
     else:
         scoped = f"public:{client_ip(request, request.app[TRUSTED_PROXIES])}:{key}"
-    async with _holding(request.app[KEY_LOCKS], scoped):
+    async with holding(request.app[KEY_LOCKS], scoped):
         request[IDEMPOTENCY_KEY] = scoped
         if not request.content_type.startswith("multipart/"):
             digest = hashlib.sha256(f"{request.method} {request.path_qs}\n".encode())

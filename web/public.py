@@ -9,11 +9,9 @@ typed, and the files that arrived are kept under the token (``web.staging``).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -40,9 +38,9 @@ from hydraissue.uploads import INLINE_TYPES, Received, generated_name, human
 from web.clientip import client_ip
 from web.forms import FormPost, read_form, upload_limits
 from web.keys import CONFIG, KEY_LOCKS, RATE_LIMITER, SERVICE, TRUSTED_PROXIES
-from web.middleware import fingerprint_form, wants_json
-from web.render import field_value, markdown
-from web.representation import absolute_issue_dict, attachment_dict
+from web.middleware import fingerprint_form, holding, wants_json
+from web.render import issue_view
+from web.representation import absolute_issue_dict
 from web.responses import json_response, public_base
 from web.staging import Kept, Staging, new_token, valid_token
 
@@ -130,19 +128,6 @@ async def report_form(request: web.Request) -> web.Response:
     return render_form(request, {"project": request.query.get("project", "")})
 
 
-@contextlib.asynccontextmanager
-async def _holding(request: web.Request, key: str) -> AsyncIterator[None]:
-    """One submit of a token at a time: a double tap's second post waits for the first."""
-    locks = request.app[KEY_LOCKS]
-    lock = locks.setdefault(key, asyncio.Lock())
-    try:
-        async with lock:
-            yield
-    finally:
-        if not lock.locked():
-            locks.pop(key, None)
-
-
 @routes.post("/report")
 async def submit_report(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE]
@@ -158,7 +143,8 @@ async def submit_report(request: web.Request) -> web.StreamResponse:
     token = valid_token(post.fields.get(TOKEN_FIELD))
     if token is None:
         return await _submit(request, client, post, None)
-    async with _holding(request, f"form:{token}"):
+    # One submit of a token at a time: a double tap's second post waits for the first.
+    async with holding(request.app[KEY_LOCKS], f"form:{token}"):
         return await _submit(request, client, post, token)
 
 
@@ -351,27 +337,7 @@ async def issue_page(request: web.Request) -> web.Response:
             issue = request.app[DECOYS].get(found, client)
     if issue is None:
         raise NotFound("There is no such issue.", {"id": raw})
-    context = {
-        "issue": issue,
-        "just_reported": request.query.get("reported") == "1",
-        "key": display_key(issue.id),
-        "description": markdown(issue.description) if issue.description.strip() else "",
-        "custom_fields": [(k, field_value(v)) for k, v in issue.custom_fields.items()],
-        "images": [
-            attachment_dict(issue.id, a)
-            for a in issue.attachments
-            if a.content_type in INLINE_TYPES
-        ],
-        "files": [
-            attachment_dict(issue.id, a)
-            for a in issue.attachments
-            if a.content_type not in INLINE_TYPES
-        ],
-        "comments": [
-            {"author": c.author, "created_at": c.created_at, "html": markdown(c.text)}
-            for c in issue.comments
-        ],
-    }
+    context = {**issue_view(issue), "just_reported": request.query.get("reported") == "1"}
     return aiohttp_jinja2.render_template("issue.html", request, context)
 
 

@@ -10,6 +10,10 @@ import orjson
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
+from hydraissue.model import Issue, display_key
+from hydraissue.representation import attachment_dict
+from hydraissue.uploads import INLINE_TYPES
+
 # "js-default" escapes raw HTML; nh3 then removes anything a link or image could still
 # smuggle in (javascript: URLs, event handlers) should a rule ever let it through.
 _md = MarkdownIt("js-default").enable("table").enable("strikethrough")
@@ -61,3 +65,28 @@ def field_value(value: Any) -> str:
     if isinstance(value, str):
         return value
     return orjson.dumps(value).decode()
+
+
+def issue_view(issue: Issue) -> dict[str, Any]:
+    """What the public and the admin issue pages both show of an issue, ready for a
+    template: Markdown as sanitised HTML, custom fields as text, images apart."""
+    return {
+        "issue": issue,
+        "key": display_key(issue.id),
+        "description": markdown(issue.description) if issue.description.strip() else "",
+        "custom_fields": [(k, field_value(v)) for k, v in issue.custom_fields.items()],
+        "images": [
+            attachment_dict(issue.id, a)
+            for a in issue.attachments
+            if a.content_type in INLINE_TYPES
+        ],
+        "files": [
+            attachment_dict(issue.id, a)
+            for a in issue.attachments
+            if a.content_type not in INLINE_TYPES
+        ],
+        "comments": [
+            {"author": c.author, "created_at": c.created_at, "html": markdown(c.text)}
+            for c in issue.comments
+        ],
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from hydraissue.delivery import Delivery
 from hydraissue.errors import Invalid, NotFound
 from hydraissue.targets import TargetRefused
 from hydraissue.webhooks import parse_create, parse_update
@@ -89,6 +90,12 @@ async def deliveries(request: web.Request) -> web.Response:
 @routes.post("/api/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver")
 async def redeliver(request: web.Request) -> web.Response:
     known_params(request.query, ())
+    delivery = await redeliver_from(request)
+    return json_response({"queued": True, "delivery_id": delivery.id}, status=202)
+
+
+async def redeliver_from(request: web.Request) -> Delivery:
+    """Queue again the delivery the URL names (``{id}``, ``{delivery_id}``), or 404."""
     service = request.app[SERVICE]
     hook = service.webhooks.get(request.match_info["id"])
     delivery_id = request.match_info["delivery_id"]
@@ -98,7 +105,7 @@ async def redeliver(request: web.Request) -> web.Response:
             f"no delivery {delivery_id!r} among the last ones of {hook.id}",
             {"id": hook.id, "delivery_id": delivery_id},
         )
-    return json_response({"queued": True, "delivery_id": delivery.id}, status=202)
+    return delivery
 
 
 @routes.post("/api/v1/webhooks/{id}/ping")
