@@ -3,6 +3,7 @@ the real ``hydraissue serve`` (the `server` and `browser` fixtures of conftest).
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,10 +12,14 @@ import pytest
 from tests.conftest import (
     ALL_PAYLOADS,
     BROWSER_ADMIN_TOKEN,
+    BROWSER_API_TOKEN,
+    IMG,
     PHONE,
     SCREENSHOTS,
+    SCRIPT,
     XSS_HOOKS,
     BrowserServer,
+    make_png,
 )
 
 pytestmark = pytest.mark.browser
@@ -139,6 +144,8 @@ def test_xss_in_every_field_never_runs(admin: Any, server: BrowserServer) -> Non
         "POST", f"/issues/{issue_id}/nim-actions", {"name": ALL_PAYLOADS, "action": ALL_PAYLOADS}
     )
     server.api("PUT", f"/issues/{issue_id}/plan", {"plan": ALL_PAYLOADS, "status": "proposed"})
+    attach(server, issue_id, f"{SCRIPT}{IMG}.png", make_png())
+    attach(server, issue_id, f"{SCRIPT}notes.txt", b"plain text")
     for path in ("/admin", "/admin?view=review", "/admin/board", f"/admin/issues/{issue_id}"):
         admin.goto(f"{server.url}{path}")
         admin.wait_for_load_state("load")
@@ -146,6 +153,31 @@ def test_xss_in_every_field_never_runs(admin: Any, server: BrowserServer) -> Non
             path,
             admin.evaluate("window.__xssWhy"),
         )
+
+
+def attach(server: BrowserServer, issue_id: int, filename: str, data: bytes) -> None:
+    """A file through the API (multipart), under the name given."""
+    boundary = "----hydraissue-test-boundary"
+    quoted = filename.replace('"', "%22")
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="{quoted}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        f"{server.url}/api/v1/issues/{issue_id}/attachments",
+        data=body,
+        method="POST",
+        headers={
+            "Authorization": f"Bearer {BROWSER_API_TOKEN}",
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status == 201
 
 
 def test_the_phone_view(browser: Any, server: BrowserServer) -> None:
