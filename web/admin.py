@@ -31,7 +31,7 @@ from web import feed
 from web.admin_auth import admin_of, see_other
 from web.api import issue_id_of
 from web.keys import ISSUE_JSON, SERVICE
-from web.render import age, field_value, issue_view, markdown
+from web.render import ago, epoch, field_value, issue_view, markdown
 from web.responses import json_response
 
 routes = web.RouteTableDef()
@@ -77,6 +77,9 @@ def _row(row: IndexRow) -> dict[str, Any]:
     }
 
 
+PAGES = 128  # list pages kept whole (a page is about 30 KB)
+
+
 class RowHtml:
     """List rows as HTML, kept per issue state (id, seq), the age filled in per page.
 
@@ -86,10 +89,24 @@ class RowHtml:
 
     def __init__(self, limit: int = 20_000) -> None:
         self.limit = limit
-        self._rows: dict[tuple[int, int], tuple[str, str, str]] = {}
+        # per state: the row's HTML before its age, when it was created, the rest
+        self._rows: dict[tuple[int, int], tuple[str, float | None, str]] = {}
+        self._pages: dict[tuple[object, ...], Markup] = {}
 
     def page(self, rows: list[IndexRow], now: datetime) -> Markup:
-        parts = []
+        """The rows of one page; a page of the same issue states within the same minute
+        (ages are in minutes) is the same HTML, kept (at most ``PAGES`` of them)."""
+        seconds = now.timestamp()
+        key: tuple[object, ...] = (int(seconds // 60), *((row.id, row.seq) for row in rows))
+        page = self._pages.get(key)
+        if page is None:
+            page = self._pages[key] = self._render(rows, seconds)
+            while len(self._pages) > PAGES:
+                del self._pages[next(iter(self._pages))]
+        return page
+
+    def _render(self, rows: list[IndexRow], seconds: float) -> Markup:
+        parts: list[str] = []
         for row in rows:
             key = (row.id, row.seq)
             cached = self._rows.get(key)
@@ -97,8 +114,8 @@ class RowHtml:
                 if len(self._rows) >= self.limit:
                     self._rows.clear()  # states of many issues ago; rebuilt as needed
                 cached = self._rows[key] = _row_html(_row(row))
-            head, stamp, tail = cached
-            parts.append(f"{head}{age(stamp, now)}{tail}")
+            head, created, tail = cached
+            parts += (head, row.created_at if created is None else ago(seconds - created), tail)
         return Markup("".join(parts))
 
 
@@ -134,8 +151,8 @@ FRAGMENTS = web.AppKey("admin_fragments", Fragments)
 CHOICES = {"statuses": STATUSES, "priorities": PRIORITIES, "categories": CATEGORIES}
 
 
-def _row_html(r: dict[str, Any]) -> tuple[str, str, str]:
-    """One list row, around its age: (before, created_at, after)."""
+def _row_html(r: dict[str, Any]) -> tuple[str, float | None, str]:
+    """One list row, around its age: (before, created at in epoch seconds, after)."""
     i, key = r["id"], escape(r["key"])
     badges = ""
     if r["attachments"]:
@@ -152,7 +169,7 @@ def _row_html(r: dict[str, Any]) -> tuple[str, str, str]:
         f'<td><span class="status status-{r["status"]}">{r["status"]}</span></td>'
         f"<td>{r['priority'] or '—'}</td><td>{r['category']}</td>"
         f'<td><time datetime="{escape(r["created_at"])}">',
-        r["created_at"],
+        epoch(r["created_at"]),
         "</time></td></tr>\n",
     )
 
@@ -195,7 +212,7 @@ async def issue_list(request: web.Request) -> web.Response:
         "params": params,
         "view": view,
         "selected": selected,
-        "counts": [(s, counts[s], _link({}, status=s), s in selected) for s in STATUSES],
+        "counts": [(s, counts[s], f"/admin?status={s}", s in selected) for s in STATUSES],
         "filters_html": fragments.get(
             request,
             "admin/_filters.html",

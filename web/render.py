@@ -45,19 +45,32 @@ def when(stamp: str) -> str:
     return f"{moment.day} {moment:%b %Y, %H:%M} UTC"
 
 
-def age(stamp: str, now: datetime | None = None) -> str:
-    """How long ago, in the largest whole unit: '3 d', '5 h', '12 min'."""
+def epoch(stamp: str) -> float | None:
+    """An event time ('2026-11-25T14:35:30.770Z') in seconds since 1970, None if not one."""
     try:
         moment = datetime.fromisoformat(stamp)  # C-fast; strptime cost 18% of a list page
     except ValueError:
-        return stamp
+        return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    seconds = max(0, int(((now or datetime.now(UTC)) - moment).total_seconds()))
+    return moment.timestamp()
+
+
+def ago(seconds: float) -> str:
+    """A duration in the largest whole unit: '3 d', '5 h', '12 min', 'now'."""
+    whole = max(0, int(seconds))
     for unit, size in (("y", 365 * 86400), ("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit}"
+        if whole >= size:
+            return f"{whole // size} {unit}"
     return "now"
+
+
+def age(stamp: str, now: datetime | None = None) -> str:
+    """How long ago a time was: '3 d', '5 h', '12 min' (the stamp itself if not a time)."""
+    moment = epoch(stamp)
+    if moment is None:
+        return stamp
+    return ago((now or datetime.now(UTC)).timestamp() - moment)
 
 
 def field_value(value: Any) -> str:
