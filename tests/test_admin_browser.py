@@ -146,7 +146,13 @@ def test_xss_in_every_field_never_runs(admin: Any, server: BrowserServer) -> Non
     server.api("PUT", f"/issues/{issue_id}/plan", {"plan": ALL_PAYLOADS, "status": "proposed"})
     attach(server, issue_id, f"{SCRIPT}{IMG}.png", make_png())
     attach(server, issue_id, f"{SCRIPT}notes.txt", b"plain text")
-    for path in ("/admin", "/admin?view=review", "/admin/board", f"/admin/issues/{issue_id}"):
+    hook = {
+        "url": f"https://93.184.216.34/{SCRIPT}",
+        "events": ["issue.deleted"],
+    }  # never sent here
+    server.api("POST", "/webhooks", {**hook, "description": ALL_PAYLOADS})
+    pages = ["/admin", "/admin?view=review", "/admin/board", f"/admin/issues/{issue_id}"]
+    for path in [*pages, "/admin/webhooks", "/admin/nims", "/admin/stats"]:
         admin.goto(f"{server.url}{path}")
         admin.wait_for_load_state("load")
         assert not admin.evaluate("window.__xss || false"), (
