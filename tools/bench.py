@@ -108,6 +108,7 @@ TARGETS = {
     "admin_stats_p99_ms": 50.0,  # /admin/stats once its figures are computed
     "quality_ms": 500.0,  # the quality report for the last 30 days
     "admin_list_ratio": 0.5,  # the admin list page (HTML) / the JSON list, same filter
+    "memory_per_issue_ratio": 2.0,  # memory one more stored issue costs / its JSON
 }
 SSE_CLIENTS = 50
 
@@ -165,6 +166,8 @@ class Report:
     rss_issues: int = 0
     rss_after_creates_mb: float = 0.0  # informational: creates add thousands of issues
     issues_after_creates: int = 0
+    created_json_bytes: float = 0.0
+    bytes_per_created: float = 0.0
     hwm_mb: float = 0.0
     bare_body_bytes: int = 0
     generator: str = ""
@@ -1235,6 +1238,18 @@ def drive(
         f"  server VmRSS after the creates: {report.rss_after_creates_mb:.0f} MB "
         f"({report.issues_after_creates} live issues), peak {report.hwm_mb:.0f} MB"
     )
+    # What one more stored issue costs: the memory the creates added, per issue they
+    # added, beside the JSON of such an issue (the newest 100, as the API sends them).
+    newest = json.loads(http_get(port, "/api/v1/issues?sort=-created&limit=100", AUTH)[2])
+    compact = [json.dumps(i, separators=(",", ":"), ensure_ascii=False) for i in newest]
+    report.created_json_bytes = sum(len(text.encode()) for text in compact) / len(newest)
+    added = report.issues_after_creates - report.rss_issues
+    grown = (report.rss_after_creates_mb - report.rss_mb) * 1024 * 1024
+    report.bytes_per_created = grown / added if added > 0 else 0.0
+    say(
+        f"  memory per created issue: {report.bytes_per_created / 1024:.1f} KB beside "
+        f"{report.created_json_bytes / 1024:.1f} KB of its JSON ({added} issues added)"
+    )
 
 
 def start_bare(
@@ -1362,6 +1377,16 @@ def verdict(report: Report) -> list[tuple[str, str, str, bool]]:
     rows.append(
         ("full replay", f"{report.replay_s:.2f} s", "< 30 s", report.replay_s < TARGETS["replay_s"])
     )
+    if report.created_json_bytes:
+        ratio = report.bytes_per_created / report.created_json_bytes
+        rows.append(
+            (
+                "memory per created issue / its JSON",
+                f"{ratio:.1f}x",
+                "<= 2x",
+                ratio <= TARGETS["memory_per_issue_ratio"],
+            )
+        )
     rows.append(
         (
             f"resident memory after reads, {report.rss_issues} issues",
