@@ -29,5 +29,12 @@ test: lint typecheck
 bench: install
 	$(BIN)/python tools/bench.py
 
+# dist/hydraissue-linux-amd64 (a shiv zipapp), SHA256SUMS, latest.json and the release
+# server's tree dist/hydraissue/$(CHANNEL)/ (docs/runbook.md, Auto-Update). Not part of test.
+CHANNEL ?= production
+.PHONY: release
+release: install
+	$(BIN)/python tools/release.py --channel $(CHANNEL)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -145,6 +145,10 @@ class FileEventStore(EventStore):
         self._recent_size = recent
         self._queue: list[_Pending] = []
         self._listeners: list[CommitListener] = []
+        # Batches written (append + fsync of every touched log) and the seconds they took,
+        # since open: the seam GET /metrics reads (web/metrics.py).
+        self.write_batches = 0
+        self.write_seconds = 0.0
         self._failure: str | None = None
         self._pending_cuts: list[tuple[str, int, bool]] = []
         self._closing = False
@@ -478,6 +482,7 @@ class FileEventStore(EventStore):
         on the file system, which overlaps, and concurrent fsyncs share journal commits.
         The folder's fsync runs beside them, as soon as every new log has its name.
         """
+        started = time.monotonic()
         jobs = [(i, b"".join(lines), i in created) for i, lines in payloads.items()]
         named = threading.Semaphore(0)
         folder: Future[OSError | None] | None = None
@@ -494,6 +499,8 @@ class FileEventStore(EventStore):
         if failure is not None:
             self._cut_back(touched)
             raise failure
+        self.write_seconds += time.monotonic() - started
+        self.write_batches += 1
         return _BatchResult(before={t.issue_id: t.before for t in touched})
 
     def _sync_folder(self, named: threading.Semaphore, count: int) -> OSError | None:

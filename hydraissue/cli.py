@@ -1,4 +1,4 @@
-"""``hydraissue``: serve, version, replay, verify, gc-uploads, import.
+"""``hydraissue``: serve, version, replay, verify, gc-uploads, import, backup, restore.
 
 Every failure the operator can fix prints one line (what is wrong, how to fix it)
 and exits non-zero; tracebacks are for bugs only.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
-import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hydraissue import __version__
+from hydraissue.backup import BackupError
 from hydraissue.config import DEFAULT_CONFIG, Config, ConfigError, load
 from hydraissue.datadir import DataDirBusy, DataDirLock
 from hydraissue.migrate import ImportRefused, OriginalData, refuse_original
@@ -65,7 +65,37 @@ def build_parser() -> argparse.ArgumentParser:
     imports.add_argument(
         "--dry-run", action="store_true", help="report what would be imported; write nothing"
     )
+    _backup_parsers(commands)
+    _update_parser(commands)
     return parser
+
+
+def _backup_parsers(commands: Any) -> None:
+    backup = commands.add_parser(
+        "backup", help="write a consistent archive of the data dir (server may run)"
+    )
+    _common(backup)
+    backup.add_argument("dest", type=Path, metavar="DEST.tar.gz", help="the archive to write")
+    restore = commands.add_parser(
+        "restore", help="unpack an archive into an empty data dir, then replay and verify"
+    )
+    _common(restore)
+    restore.add_argument("src", type=Path, metavar="SRC.tar.gz", help="the archive to read")
+
+
+def _update_parser(commands: Any) -> None:
+    update = commands.add_parser(
+        "update", help="install the newest release from update.release_url (docs/runbook.md)"
+    )
+    update.add_argument("--config", type=Path, help=f"config file (default {DEFAULT_CONFIG})")
+    update.add_argument(
+        "--check", action="store_true", help="only say whether a newer version exists"
+    )
+    update.add_argument(
+        "--artifact",
+        type=Path,
+        help="the installed hydraissue-linux-amd64 to replace (default: the one running)",
+    )
 
 
 def _config(args: argparse.Namespace, *, dev: bool = False, tokens: bool = True) -> Config:
@@ -91,26 +121,33 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
+    from web import serving
+    from web.accesslog import setup_logging
     from web.app import create_app
 
     config_existed = (args.config or DEFAULT_CONFIG).expanduser().exists()
     config = _config(args, dev=args.dev)
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(config.log_level, config.log_format)
     lock = _locked(config)
     host, port = config.host_port
     if args.dev:
         _dev_banner(config, fresh=not config_existed)
+    updates = _serve_updates(config)  # hydraissue/updater.py: the periodic check
     try:
-        web.run_app(
-            create_app(config, own_lock=False),
-            host=host,
-            port=port,
-            print=lambda _msg: print(f"hydraissue {__version__} listening on http://{host}:{port}"),
-            access_log=None,
+        # web/serving.py: connection limits, one access line per request, and a
+        # shutdown bounded by shutdown_timeout_seconds (instead of web.run_app).
+        serving.run(
+            create_app(
+                config,
+                own_lock=False,
+                # live config (web/reload.py): the file is watched and loaded again
+                config_file=(args.config or DEFAULT_CONFIG).expanduser(),
+                reload_config=lambda: _config(args, dev=args.dev),
+            ),
+            config,
+            lambda: print(
+                f"hydraissue {__version__} listening on http://{host}:{port}", flush=True
+            ),
         )
     except OSError as exc:
         if exc.filename is None and exc.errno in LISTEN_ERRORS:
@@ -124,7 +161,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ) from exc
     finally:
         lock.release()
+    updates.reexec_if_installed()  # an update was installed: run it in this process
     return 0
+
+
+def _serve_updates(config: Config) -> Any:
+    """Automatic updates (off in --dev, with HYDRA_AUTO_UPDATE=off, update.enabled false)."""
+    from hydraissue.updater import serve_updates
+
+    return serve_updates(config)
 
 
 def _dev_banner(config: Config, *, fresh: bool) -> None:
@@ -284,9 +329,124 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_update(args: argparse.Namespace) -> int:
+    from hydraissue.updater import UpdateError, Updater, ask_version, running_artifact
+
+    config = load(args.config, require_tokens=False)
+    installed = args.artifact.expanduser().absolute() if args.artifact else running_artifact()
+    if installed is None:
+        raise CliError(
+            "this hydraissue does not run from a release artifact (a source tree or a pip "
+            "install); pass --artifact PATH of the installed hydraissue-linux-amd64"
+        )
+    if not installed.is_file():
+        raise CliError(f"{installed}: no such file; pass --artifact the installed artifact")
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    def restart() -> None:
+        say(
+            "restart the service to run it: `sudo systemctl restart hydraissue` "
+            "(a `hydraissue serve` started by hand: stop it and start it again)"
+        )
+
+    async def run() -> int:
+        current = __version__
+        if args.artifact:
+            current = (await ask_version(installed)).split()[-1]
+        say(f"installed: {installed} ({current}), channel {config.update_channel}")
+        async with Updater(
+            installed,
+            current,
+            release_url=config.update_release_url,
+            channel=config.update_channel,
+            public_key=config.update_public_key,
+            restart=restart,
+            say=say,
+        ) as updater:
+            if args.check:
+                result = await updater.check()
+                if result.outcome == "available":
+                    say(
+                        f"update available: {current} -> {result.latest}; "
+                        "run `hydraissue update` to install it"
+                    )
+                return 0
+            await updater.update()
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except UpdateError as exc:
+        raise CliError(f"update refused: {exc}") from None
+
+
 def _belongs_to(path: Path, ids: set[int], root: Path) -> bool:
     parts = path.relative_to(root).parts
     return bool(parts) and parts[0].isdigit() and int(parts[0]) in ids
+
+
+def _stage_progress() -> Callable[[str, int, int], None] | None:
+    if not sys.stderr.isatty():
+        return None
+    shown: dict[str, Callable[[int, int], None] | None] = {}
+
+    def show(stage: str, done: int, total: int) -> None:
+        if stage not in shown:
+            shown[stage] = _progress(stage)
+        step = shown[stage]
+        if step is not None:
+            step(done, total)
+
+    return show
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from hydraissue.backup import backup
+
+    config = _config(args, tokens=False)
+    refuse_original(config.data_path)
+    dest = args.dest.expanduser()
+    started = time.monotonic()
+    result = backup(config.data_path, dest, _stage_progress())
+    for line in result.notes:
+        print(f"note: {line}")
+    print(
+        f"backup of {config.data_path} at position {result.position}: "
+        f"{plural(result.issues, 'issue')}, {plural(result.events, 'event')}, "
+        f"{plural(result.uploads, 'upload')}, {plural(result.files, 'file')} "
+        f"({result.bytes} bytes) written to {dest} in {time.monotonic() - started:.2f}s"
+    )
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from hydraissue.backup import check_empty, restore
+
+    config = _config(args, tokens=False)
+    data_dir = config.data_path
+    check_empty(data_dir, allowed=(".lock",))  # before the lock creates the folder
+    lock = DataDirLock(data_dir)
+    lock.acquire()
+    try:
+        result = asyncio.run(restore(args.src.expanduser(), data_dir, _stage_progress()))
+    finally:
+        lock.release()
+    for line in result.notes:
+        print(f"note: {line}")
+    print(
+        f"restored {plural(result.issues, 'issue')} ({plural(result.events, 'event')}, "
+        f"{plural(result.files, 'file')}) up to position {result.position} into {data_dir}"
+    )
+    if result.problems:
+        print(f"verify found {len(result.problems)} problem(s):")
+        for problem in result.problems:
+            print(f"  - {problem}")
+        print("the archive held damaged logs; restore those issues from an older backup")
+        return 1
+    print(f"ok: verified; start the server with `hydraissue serve --data-dir {data_dir}`")
+    return 0
 
 
 COMMANDS = {
@@ -296,6 +456,9 @@ COMMANDS = {
     "verify": cmd_verify,
     "gc-uploads": cmd_gc_uploads,
     "import": cmd_import,
+    "update": cmd_update,
+    "backup": cmd_backup,
+    "restore": cmd_restore,
 }
 
 
@@ -307,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, DataDirBusy, CliError, OriginalData, ImportRefused) as exc:
+    except (ConfigError, DataDirBusy, CliError, OriginalData, ImportRefused, BackupError) as exc:
         print(f"hydraissue: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -31,11 +31,20 @@ class ConfigError(Exception):
 class Config:
     api_token: str = ""
     admin_token: str = ""
+    # GET /metrics (web/metrics.py): off while empty, else this bearer token opens it
+    metrics_token: str = ""
     base_url: str = ""
     data_dir: str = str(DEFAULT_DATA_DIR)
     listen: str = DEFAULT_LISTEN
     max_json_bytes: int = 1024 * 1024
     log_level: str = "info"
+    # serving (web/serving.py, web/accesslog.py): log lines, connections, shutdown
+    log_format: str = "text"
+    max_connections: int = 1000
+    header_timeout_seconds: int = 10
+    body_timeout_seconds: int = 30
+    keepalive_timeout_seconds: int = 75
+    shutdown_timeout_seconds: int = 10
     public_view: bool = True
     upload_max_file_bytes: int = 25 * 1024 * 1024
     upload_max_files: int = 10
@@ -49,6 +58,8 @@ class Config:
     report_max_custom_fields_bytes: int = 8 * 1024
     report_max_custom_fields: int = 30
     report_max_extra_fields: int = 20
+    # a Markdown file of this deployment's notes, shown only to the admin (/admin/runbook)
+    deployment_notes: str = ""
     # webhooks: (a section of the file)
     webhooks_allow_private_targets: bool = field(
         default=False, metadata={"section": "webhooks", "key": "allow_private_targets"}
@@ -69,6 +80,19 @@ class Config:
     )
     # quality: (a section of the file)
     quality_stuck_days: int = field(default=3, metadata={"section": "quality", "key": "stuck_days"})
+    # update: (a section of the file; hydraissue/updater.py)
+    update_enabled: bool = field(default=True, metadata={"section": "update", "key": "enabled"})
+    update_interval_hours: int = field(
+        default=6, metadata={"section": "update", "key": "interval_hours"}
+    )
+    update_channel: str = field(
+        default="production", metadata={"section": "update", "key": "channel"}
+    )
+    update_release_url: str = field(
+        default="https://releases.experiencenet.com",
+        metadata={"section": "update", "key": "release_url"},
+    )
+    update_public_key: str = field(default="", metadata={"section": "update", "key": "public_key"})
     dev: bool = field(default=False, metadata={"internal": True})
 
     @property
@@ -120,6 +144,7 @@ ENV = {
     "HYDRAISSUE_LISTEN": "listen",
 }
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -187,10 +212,16 @@ def validate(flat: Mapping[str, Any], source: str) -> dict[str, Any]:
     _check_proxies(checked.get("trusted_proxies", ()), source)
     _check_proxies(checked.get("report_rate_limit_exempt", ()), source, "report_rate_limit_exempt")
     _check_targets(checked.get("webhooks_allowed_targets", ()), source)
+    _check_update(checked, source)
     if "listen" in checked:
         parse_listen(checked["listen"])
     if checked.get("log_level", "info") not in LOG_LEVELS:
         raise ConfigError(f"{source}: log_level must be one of {', '.join(LOG_LEVELS)}")
+    if checked.get("log_format", "text") not in LOG_FORMATS:
+        raise ConfigError(f"{source}: log_format must be one of {', '.join(LOG_FORMATS)}")
+    for key in ("max_connections", "shutdown_timeout_seconds"):
+        if checked.get(key) == 0:
+            raise ConfigError(f"{source}: {key} must be at least 1")
     return checked
 
 
@@ -234,6 +265,19 @@ def _check_targets(targets: tuple[str, ...], source: str) -> None:
                 f"{source}: webhooks.allowed_targets entry {target!r} is neither a host "
                 "name nor an IP address or CIDR network"
             )
+
+
+def _check_update(checked: Mapping[str, Any], source: str) -> None:
+    if checked.get("update_channel", "production") not in ("production", "staging"):
+        raise ConfigError(f"{source}: update.channel must be production or staging")
+    url = checked.get("update_release_url", "https://")
+    if not url.startswith(("https://", "http://")):
+        raise ConfigError(
+            f"{source}: update.release_url must be an http(s) URL such as "
+            f"https://releases.experiencenet.com, got {url!r}"
+        )
+    if checked.get("update_interval_hours", 6) == 0:
+        raise ConfigError(f"{source}: update.interval_hours must be at least 1")
 
 
 def _check_proxies(proxies: tuple[str, ...], source: str, key: str = "trusted_proxies") -> None:

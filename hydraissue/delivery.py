@@ -25,7 +25,7 @@ import hmac
 import logging
 import os
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -348,6 +348,8 @@ class Deliveries:
         self._wake: dict[str, asyncio.Event] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
+        # Finished deliveries by outcome since start, per webhook (read by GET /metrics).
+        self.outcomes: Counter[tuple[str, str]] = Counter()
 
     # -- life cycle ------------------------------------------------------------------
 
@@ -478,6 +480,7 @@ class Deliveries:
                 continue
             delivery = journal.pending[0]
             ok = await self._deliver(hook_id, journal, delivery)
+            self.outcomes[(hook_id, "delivered" if ok else "failed")] += 1
             await journal.finish(delivery)
             if not ok:
                 await self._maybe_disable(hook_id, journal)

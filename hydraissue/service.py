@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
+import os
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -69,6 +71,8 @@ from projections.writer import ProjectionWriter
 log = logging.getLogger("hydraissue.service")
 WARM_CHUNK = 256  # issues loaded per slice of the background warm-up
 CLEANUP_SUBSCRIBER = "uploads-cleanup"
+# A disk that refuses writes at start-up: serve reads, refuse writes (see start()).
+DISK_REFUSES = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT})
 WEBHOOK_SUBSCRIBER = "webhooks"
 
 
@@ -143,10 +147,71 @@ class IssueService:
         self._warm_task: asyncio.Task[None] | None = None
         self._started = False
         self._index_absent = False
+        self.read_only: str | None = None  # why writes are refused (a full disk at start)
 
     # -- start-up and shutdown -----------------------------------------------------
 
     async def start(self) -> StartupReport:
+        """Start; a disk that is full or read-only at start-up does not stop the service:
+        it starts read-only (reads served, writes 503, health degraded)."""
+        try:
+            await asyncio.to_thread(self._probe_write)
+            return await self._start()
+        except OSError as exc:
+            if exc.errno not in DISK_REFUSES:
+                raise
+            return await self._start_read_only(exc)
+
+    async def _start_read_only(self, exc: OSError) -> StartupReport:
+        where = f" ({exc.filename})" if exc.filename else ""
+        self.read_only = (
+            f"the data dir's disk refused a write at start-up: {exc.strerror}{where}; "
+            "serving reads only, writes answer 503: make room, then restart the service"
+        )
+        log.error("start-up: %s", self.read_only)
+        with contextlib.suppress(Exception):
+            await self.store.close()
+        self.store = FileEventStore(self.data_dir, clock=self.clock, read_only=True)
+        self.read_model = IssueReadModel(loader=self.files.read_issue)
+        self.dispatcher = Dispatcher(self.store, self.data_dir / "subscribers")
+        self.writer = None
+        self._started = False
+        started = time.monotonic()
+        report = self.startup = StartupReport()
+        opened = await self.store.open()
+        report.repairs, report.damaged, report.notes = opened.repairs, opened.damaged, opened.notes
+        await self._load_snapshot(report, *await asyncio.to_thread(self._read_snapshots))
+        for load in (self.webhooks.load, self.nims.load, self.refusals.load):
+            try:
+                await asyncio.to_thread(load)
+            except OSError as error:
+                log.warning("start-up (read-only): %s", error)
+        self._warm_task = asyncio.create_task(self._warm(), name="warm-up")
+        report.issues = self.read_model.count()
+        report.events = opened.events
+        report.head = self.store.head
+        report.seconds = time.monotonic() - started
+        self._log_startup(report)
+        return report
+
+    def _probe_write(self) -> None:
+        """A page written and fsynced: a disk that is full or read-only says so now
+        (start-up may have nothing else to write), not at the first request."""
+        probe = self.data_dir / ".write-probe.tmp"  # a `.*.tmp`: cleared if a crash left it
+        try:
+            with probe.open("wb") as out:
+                out.write(b"\0" * 4096)
+                out.flush()
+                os.fsync(out.fileno())
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+
+    def _writable(self) -> None:
+        if self.read_only is not None:
+            raise StorageUnavailable(self.read_only, {"reason": "read-only"})
+
+    async def _start(self) -> StartupReport:
         started = time.monotonic()
         report = self.startup
         # Before anything is written: a data dir of the original service is imported first.
@@ -380,6 +445,8 @@ class IssueService:
     def health(self) -> tuple[str, dict[str, Any]]:
         """("ok" | "degraded", details for the health check's ``extra``)."""
         problems: list[str] = []
+        if self.read_only is not None:
+            problems.append(self.read_only)
         if self.read_model.unavailable:
             problems.append(f"{len(self.read_model.unavailable)} issue(s) unavailable")
         if self.store.failure:
@@ -397,6 +464,8 @@ class IssueService:
             extra["unavailable"] = {
                 display_key(i): reason for i, reason in sorted(self.read_model.unavailable.items())
             }
+        if self.read_only is not None:
+            extra["storage"] = self.read_only
         if problems:
             extra["problems"] = problems
         return ("degraded" if problems else "ok"), extra
@@ -448,6 +517,7 @@ class IssueService:
         return Outcome(issue, [], replayed=record)
 
     async def _commit(self, append: Append) -> list[Event]:
+        self._writable()
         try:
             return await self.store.append(append)
         except store_errors.StorageFailed as exc:
@@ -540,6 +610,7 @@ class IssueService:
         nim: str | None = None,
     ) -> Outcome:
         """Place a received file in the issue's folder, then record it (one commit)."""
+        self._writable()
         async with self._lock(issue_id):
             try:
                 record = self._replayed(idem)
@@ -571,6 +642,7 @@ class IssueService:
     ) -> Outcome:
         """A report: the issue and its files in one commit, so after a crash the issue
         exists with all its files or not at all."""
+        self._writable()
         try:
             record = self._replayed(idem)
             if record is not None:
@@ -622,12 +694,14 @@ class IssueService:
     # -- webhooks ------------------------------------------------------------------
 
     async def create_webhook(self, values: WebhookInput) -> Webhook:
+        self._writable()
         await check_target(values.fields["url"], self.target_policy(), self._resolver())
         hook = await asyncio.to_thread(self.webhooks.create, values.fields, self.store.head)
         await self.deliveries.added(hook)
         return hook
 
     async def update_webhook(self, hook_id: str, values: WebhookInput) -> Webhook:
+        self._writable()
         self.webhooks.get(hook_id)
         if "url" in values.fields:
             await check_target(values.fields["url"], self.target_policy(), self._resolver())
@@ -636,6 +710,7 @@ class IssueService:
         return hook
 
     async def delete_webhook(self, hook_id: str) -> None:
+        self._writable()
         hook = await asyncio.to_thread(self.webhooks.delete, hook_id)
         await self.deliveries.removed(hook.id)
 

@@ -111,13 +111,19 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-async def start_server(data_dir: Path, home: Path, log: Path, *args: str) -> Server:
-    """``hydraissue serve`` on a free port, once its health check answers."""
+async def start_server(
+    data_dir: Path, home: Path, log: Path, *args: str, env: dict[str, str] | None = None
+) -> Server:
+    """``hydraissue serve`` on a free port, once its health check answers (``env``:
+    instead of ``server_env(home)``)."""
     port = free_port()
     command = [str(BIN), "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"]
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [*command, *args], env=server_env(home), stdout=out, stderr=subprocess.STDOUT
+            [*command, *args],
+            env=server_env(home) if env is None else env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     server = Server(proc, f"http://127.0.0.1:{port}", log)
     deadline = time.monotonic() + 15

@@ -17,7 +17,17 @@ from hydraissue.delivery import Policy
 from hydraissue.ratelimit import RateLimiter
 from hydraissue.service import IssueService
 from hydraissue.uploads import human
-from web import admin, admin_auth, admin_insight, api, feed, insight_api, public, webhooks_api
+from web import (
+    admin,
+    admin_auth,
+    admin_insight,
+    admin_ops,
+    api,
+    feed,
+    insight_api,
+    public,
+    webhooks_api,
+)
 from web.clientip import networks
 from web.keys import (
     CONFIG,
@@ -30,7 +40,10 @@ from web.keys import (
     STARTED,
     TRUSTED_PROXIES,
 )
+from web.metrics import count_requests
+from web.metrics import install as install_metrics
 from web.middleware import bearer_auth, errors, idempotency, security_headers
+from web.reload import watching
 from web.render import age, when
 from web.representation import IssueJson
 
@@ -53,12 +66,15 @@ def create_app(
     delivery_policy: Policy | None = None,
     resolver: AbstractResolver | None = None,
     clock: Callable[[], str] | None = None,
+    config_file: Path | None = None,
+    reload_config: Callable[[], Config] | None = None,
 ) -> web.Application:
     """``delivery_policy``, ``resolver`` and ``clock``: webhook retries, name lookups and
     event times, which a test shortens or controls; the defaults are the seed's numbers,
-    the system's DNS and the wall clock."""
+    the system's DNS and the wall clock. ``config_file`` and ``reload_config``: the file
+    to watch and how to load the config again (``hydraissue serve``; web/reload.py)."""
     app = web.Application(
-        middlewares=[errors, admin_auth.admin_guard, bearer_auth, idempotency],
+        middlewares=[count_requests, errors, admin_auth.admin_guard, bearer_auth, idempotency],
         client_max_size=config.max_json_bytes,
     )
     app[CONFIG] = config
@@ -87,6 +103,7 @@ def create_app(
     app.add_routes(public.routes)
     app.add_routes(admin_auth.routes)
     app.add_routes(admin.routes)
+    app.add_routes(admin_ops.routes)
     app[admin.ROW_HTML] = admin.RowHtml()
     app[admin.FRAGMENTS] = admin.Fragments()
     app.add_routes(admin_insight.routes)
@@ -96,6 +113,9 @@ def create_app(
     app.router.add_static("/static", HERE / "static")
     app.cleanup_ctx.append(_storage(own_lock, delivery_policy, resolver, clock))
     app.cleanup_ctx.append(admin_auth.admin_sessions)
+    install_metrics(app)  # GET /metrics; its commit listener, once the storage runs
+    if config_file is not None and reload_config is not None:
+        app.cleanup_ctx.append(watching(config_file, reload_config))  # live config
     app.on_shutdown.append(_close_feeds)
     return app
 

@@ -1,0 +1,511 @@
+"""Updates through the ecosystem's release server (hydrarelease's ``pkg/updater`` protocol).
+
+    GET {release_url}/{project}/{channel}/latest.json        -> {"version": "1.2.3"}
+    GET {release_url}/{project}/{channel}/v{version}/{project}-{os}-{arch}
+    GET {release_url}/{project}/{channel}/v{version}/SHA256SUMS   "<hex>  <name>" lines
+
+A newer version (leading ``v`` ignored, compared numerically: 1.10.0 > 1.9.0) is
+downloaded to a temp file beside the installed artifact, checked (size > 0, its
+SHA256SUMS line, and ``<artifact> version`` printing the expected version), then the
+installed one is kept as ``<path>.backup`` and the new one renamed over it (atomic);
+last, ``restart`` is called. Any refusal leaves the installed artifact as it was.
+
+Signatures (``update.public_key``, Ed25519 over ``SHA256SUMS.sig``) are not checked by
+this build (the ``cryptography`` package is not a dependency): with a key configured,
+every update is refused rather than installed unchecked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import random
+import re
+import signal
+import sys
+import threading
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+from events.fsio import fsync_dir
+from hydraissue.config import Config
+
+log = logging.getLogger("hydraissue.updater")
+
+PROJECT = "hydraissue"
+PLATFORM = "linux-amd64"
+CHANNELS = ("production", "staging")
+DEFAULT_RELEASE_URL = "https://releases.experiencenet.com"
+MAX_LATEST_BYTES = 64 * 1024
+MAX_SUMS_BYTES = 1024 * 1024
+MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
+VERSION_TIMEOUT = 60.0
+_VERSION = re.compile(r"^v?(\d+(?:\.\d+)*)(?:[-+].*)?$")
+
+
+class UpdateError(Exception):
+    """One line: what went wrong with an update and what to do; nothing was installed."""
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """``v1.10.0`` -> (1, 10, 0); a suffix after ``-`` or ``+`` is ignored."""
+    match = _VERSION.match(text.strip())
+    if not match:
+        raise ValueError(f"not a version: {text!r}")
+    parts = [int(p) for p in match.group(1).split(".")]
+    while len(parts) > 1 and parts[-1] == 0:
+        parts.pop()  # 1.2 == 1.2.0
+    return tuple(parts)
+
+
+def clean_version(text: str) -> str:
+    return text.strip().removeprefix("v")
+
+
+def auto_update_off(*, enabled: bool, dev: bool, env: dict[str, str] | None = None) -> str | None:
+    """Why automatic updates are off (``--dev``, ``HYDRA_AUTO_UPDATE=off``, the config), or None."""
+    env = dict(os.environ) if env is None else env
+    if dev:
+        return "--dev"
+    if env.get("HYDRA_AUTO_UPDATE", "").strip().lower() in ("off", "0", "false", "no"):
+        return "HYDRA_AUTO_UPDATE=off"
+    if not enabled:
+        return "update.enabled is false"
+    return None
+
+
+def running_artifact() -> Path | None:
+    """The release artifact this process runs from (a zipapp), or None (a source tree, a venv)."""
+    candidate = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    if candidate and candidate.is_file() and zipfile.is_zipfile(candidate):
+        return candidate
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    version: str
+    folder_url: str  # {release_url}/{project}/{channel}/v{version}
+    name: str  # {project}-{os}-{arch}
+
+    @property
+    def artifact_url(self) -> str:
+        return f"{self.folder_url}/{self.name}"
+
+    @property
+    def sums_url(self) -> str:
+        return f"{self.folder_url}/SHA256SUMS"
+
+
+@dataclass(slots=True)
+class Result:
+    """What one check or update did: ``up-to-date``, ``available``, ``installed`` or ``failed``."""
+
+    outcome: str
+    current: str
+    latest: str | None = None
+    message: str = ""
+
+
+def _no_restart() -> None:
+    return None
+
+
+@dataclass
+class Updater:
+    """One installed artifact, one channel. ``say`` reports each step (log or print);
+    ``restart`` runs after an install (re-exec, or exit for systemd ``Restart=always``)."""
+
+    installed: Path
+    current: str
+    release_url: str = DEFAULT_RELEASE_URL
+    channel: str = "production"
+    public_key: str = ""
+    project: str = PROJECT
+    platform: str = PLATFORM
+    restart: Callable[[], None] = _no_restart
+    say: Callable[[str], None] = log.info
+    timeout: float = 60.0
+    version_timeout: float = VERSION_TIMEOUT
+    _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
+
+    @property
+    def channel_url(self) -> str:
+        return f"{self.release_url.rstrip('/')}/{self.project}/{self.channel}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.project}-{self.platform}"
+
+    async def __aenter__(self) -> Updater:
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.timeout, sock_read=self.timeout
+        )
+        self._session = aiohttp.ClientSession(timeout=timeout, trust_env=False)
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- the protocol -----------------------------------------------------------------
+
+    async def latest(self) -> Release:
+        """The channel's latest release, as ``latest.json`` names it."""
+        url = f"{self.channel_url}/latest.json"
+        self.say(f"checking {url}")
+        body = await self._get(url, MAX_LATEST_BYTES)
+        try:
+            data = orjson.loads(body)
+            version = clean_version(data["version"])
+            parse_version(version)
+        except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError, ValueError):
+            raise UpdateError(
+                f'{url} did not answer a latest.json like {{"version": "1.2.3"}} '
+                f"(got {body[:60]!r}); check update.release_url and update.channel"
+            ) from None
+        return Release(version, f"{self.channel_url}/v{version}", self.name)
+
+    async def check(self) -> Result:
+        """Whether the channel holds a newer version than the one installed."""
+        release = await self.latest()
+        if parse_version(release.version) > parse_version(self.current):
+            self.say(f"newer version {release.version} (running {self.current})")
+            return Result("available", self.current, release.version)
+        self.say(f"up to date: {self.current} (latest on {self.channel}: {release.version})")
+        return Result("up-to-date", self.current, release.version)
+
+    async def update(self) -> Result:
+        """Check, and install a newer version (then ``restart``); raises UpdateError."""
+        found = await self.check()
+        if found.outcome != "available":
+            return found
+        release = Release(found.latest or "", f"{self.channel_url}/v{found.latest}", self.name)
+        await self.install(release)
+        self.say(f"installed {release.version} at {self.installed}")
+        self.restart()
+        return Result("installed", self.current, release.version, f"installed {release.version}")
+
+    async def install(self, release: Release) -> None:
+        """Download, verify and atomically install ``release``; nothing changes on a refusal."""
+        if self.public_key:
+            raise UpdateError(
+                "update.public_key is set, but this build cannot check Ed25519 signatures "
+                "(SHA256SUMS.sig); refusing unchecked releases: empty update.public_key "
+                "to trust the release server's checksums alone"
+            )
+        folder = self.installed.parent
+        if not os.access(folder, os.W_OK):
+            raise UpdateError(
+                f"cannot write in {folder}: run the update as the user that owns {self.installed}"
+            )
+        self.say(f"fetching {release.sums_url}")
+        want = self._sum_for(await self._get(release.sums_url, MAX_SUMS_BYTES), release)
+        temp = folder / f".{self.installed.name}.{os.getpid()}.update"
+        try:
+            self.say(f"downloading {release.artifact_url} to {temp}")
+            size, got = await self._download(release.artifact_url, temp)
+            if size == 0:
+                raise UpdateError(f"{release.artifact_url} is empty; the release is broken")
+            if got != want:
+                raise UpdateError(
+                    f"checksum mismatch for {release.artifact_url}: SHA256SUMS says {want}, "
+                    f"the download is {got}; not installed (a broken or tampered release)"
+                )
+            self.say(f"sha256 {got} matches SHA256SUMS ({size} bytes)")
+            temp.chmod(0o755)
+            await self._answers_version(temp, release.version)
+            backup = self.installed.with_name(self.installed.name + ".backup")
+            self._keep_backup(backup)
+            self.say(f"kept {self.installed.name} {self.current} as {backup}")
+            os.replace(temp, self.installed)
+            fsync_dir(folder)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+
+    # -- steps ------------------------------------------------------------------------
+
+    def _sum_for(self, body: bytes, release: Release) -> str:
+        for line in body.decode("utf-8", "replace").splitlines():
+            parts = line.strip().split()
+            if len(parts) == 2 and parts[1].lstrip("*") == release.name:
+                digest = parts[0].lower()
+                if re.fullmatch(r"[0-9a-f]{64}", digest):
+                    return digest
+        raise UpdateError(
+            f"{release.sums_url} has no SHA-256 line for {release.name}; the release is "
+            "incomplete, not installed"
+        )
+
+    async def _answers_version(self, path: Path, version: str) -> None:
+        self.say(f"running {path.name} version")
+        try:
+            said = await ask_version(path, self.version_timeout, what="the downloaded artifact")
+        except UpdateError as exc:
+            raise UpdateError(f"{exc}; not installed") from None
+        if not _same_version(said.split()[-1], version):
+            raise UpdateError(
+                f"the downloaded artifact says {said[:80]!r}, expected version {version}; "
+                "not installed"
+            )
+        self.say(f"it answers {said!r}")
+
+    def _keep_backup(self, backup: Path) -> None:
+        if not self.installed.exists():
+            return  # a first install: nothing to keep
+        temp = backup.with_name(backup.name + ".tmp")
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        try:
+            os.link(self.installed, temp)  # the very file that runs, for free
+        except OSError:
+            import shutil
+
+            shutil.copy2(self.installed, temp)
+        os.replace(temp, backup)
+
+    async def _get(self, url: str, limit: int) -> bytes:
+        session = self._need_session()
+        try:
+            async with session.get(url, allow_redirects=True) as response:
+                if response.status != 200:
+                    raise UpdateError(
+                        f"{url} answered {response.status}; check update.release_url "
+                        "and update.channel"
+                    )
+                body = await response.content.read(limit + 1)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpdateError(
+                f"release server unreachable ({url}: {_reason(exc)}); check "
+                "update.release_url, or try again later"
+            ) from None
+        if len(body) > limit:
+            raise UpdateError(f"{url} is larger than {limit} bytes; not a release file")
+        return body
+
+    async def _download(self, url: str, temp: Path) -> tuple[int, str]:
+        session = self._need_session()
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            async with session.get(url, allow_redirects=True) as response:
+                if response.status != 200:
+                    raise UpdateError(
+                        f"{url} answered {response.status}; the release is incomplete"
+                    )
+                with temp.open("wb") as handle:
+                    async for chunk in response.content.iter_chunked(1 << 16):
+                        size += len(chunk)
+                        if size > MAX_ARTIFACT_BYTES:
+                            raise UpdateError(f"{url} is larger than {MAX_ARTIFACT_BYTES} bytes")
+                        digest.update(chunk)
+                        handle.write(chunk)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpdateError(
+                f"download of {url} failed ({_reason(exc)}); nothing installed, try again later"
+            ) from None
+        except OSError as exc:
+            raise UpdateError(
+                f"cannot write {temp} ({exc.strerror}); free space in {temp.parent}"
+            ) from None
+        return size, digest.hexdigest()
+
+    def _need_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("use `async with Updater(...)`")
+        return self._session
+
+
+async def ask_version(path: Path, timeout: float = VERSION_TIMEOUT, *, what: str = "") -> str:
+    """What ``<path> version`` prints (``hydraissue 1.2.3``); UpdateError if it fails."""
+    what = what or str(path)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            str(path),
+            "version",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as exc:
+        raise UpdateError(f"{what} cannot run ({exc.strerror})") from None
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise UpdateError(f"{what} did not answer `version` in {timeout:g}s") from None
+    said = out.decode("utf-8", "replace").strip()
+    if proc.returncode != 0:
+        tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+        raise UpdateError(f"{what}: `version` failed (exit {proc.returncode}: {tail[0][:200]})")
+    if not said:
+        raise UpdateError(f"{what}: `version` printed nothing")
+    return said
+
+
+def _same_version(said: str, expected: str) -> bool:
+    try:
+        return parse_version(said) == parse_version(expected)
+    except ValueError:
+        return False
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text or type(exc).__name__
+
+
+# -- automatic updates inside `serve` ----------------------------------------------------
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class AutoUpdater:
+    """The periodic check of ``serve``: every ``interval`` seconds, ±``jitter`` of it (the
+    first one after a random part of ``first`` of it), ``update()``; a failure is logged
+    and tried again at the next check. ``status()`` is for the health check."""
+
+    def __init__(
+        self,
+        make: Callable[[], Updater],
+        interval: float,
+        *,
+        jitter: float = 0.1,
+        first: float = 0.1,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.make = make
+        self.interval = interval
+        self.jitter = jitter
+        self.first = first
+        self.rng = rng
+        self.last_check: str | None = None
+        self.last_result: Result | None = None
+        self.checks = 0
+
+    def delay(self, *, first: bool = False) -> float:
+        if first:
+            return self.interval * self.first * self.rng()
+        return self.interval * (1 + self.jitter * (2 * self.rng() - 1))
+
+    async def check_once(self) -> Result:
+        updater = self.make()
+        self.checks += 1
+        self.last_check = _now()
+        try:
+            async with updater:
+                result = await updater.update()
+        except UpdateError as exc:
+            log.warning("update check failed: %s", exc)
+            result = Result("failed", updater.current, message=str(exc))
+        except Exception as exc:  # a bug must not take the service down with it
+            log.exception("update check crashed")
+            result = Result("failed", updater.current, message=f"{type(exc).__name__}: {exc}")
+        self.last_result = result
+        return result
+
+    async def run(self) -> None:
+        await asyncio.sleep(self.delay(first=True))
+        while True:
+            result = await self.check_once()
+            if result.outcome == "installed":
+                return  # the restart is under way
+            await asyncio.sleep(self.delay())
+
+    def status(self) -> dict[str, object]:
+        result = self.last_result
+        return {
+            "last_check": self.last_check,
+            "last_result": None if result is None else result.outcome,
+            "latest": None if result is None else result.latest,
+            "message": None if result is None else result.message or None,
+        }
+
+
+@dataclass
+class ServeUpdates:
+    """``serve``'s automatic updates, in a thread of their own (a download or the new
+    artifact's ``version`` never competes with requests); after the server has stopped,
+    ``reexec_if_installed`` starts the new version in this process."""
+
+    installed: Path | None
+    off: str | None
+    auto: AutoUpdater | None = None
+    restart_requested: bool = False
+
+    def start(self) -> None:
+        if self.auto is not None:
+            auto = self.auto
+            threading.Thread(
+                target=lambda: asyncio.run(auto.run()), name="auto-update", daemon=True
+            ).start()
+
+    def status(self) -> dict[str, object]:
+        if self.auto is None:
+            return {"automatic": False, "why": self.off}
+        return {"automatic": True, **self.auto.status()}
+
+    def request_restart(self) -> None:
+        """Stop serving as SIGTERM does (in-flight requests finish), then re-exec."""
+        self.restart_requested = True
+        log.info("update installed: stopping to restart into %s", self.installed)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def reexec_if_installed(self) -> None:
+        if self.restart_requested and self.installed is not None:
+            log.info("restarting: exec %s %s", self.installed, " ".join(sys.argv[1:]))
+            logging.shutdown()
+            os.execv(self.installed, [str(self.installed), *sys.argv[1:]])
+
+
+def serve_updates(config: Config, *, env: dict[str, str] | None = None) -> ServeUpdates:
+    """The automatic updates of ``serve`` under ``config`` (off in --dev, with
+    HYDRA_AUTO_UPDATE=off, update.enabled false, or outside a release artifact)."""
+    from hydraissue import __version__
+
+    installed = running_artifact()
+    off = auto_update_off(enabled=config.update_enabled, dev=config.dev, env=env)
+    if off is None and installed is None:
+        off = "not running from a release artifact"
+    if off is not None:
+        log.info("automatic updates off (%s)", off)
+        return ServeUpdates(installed, off)
+    assert installed is not None
+    updates = ServeUpdates(installed, None)
+
+    def make() -> Updater:
+        return Updater(
+            installed,
+            __version__,
+            release_url=config.update_release_url,
+            channel=config.update_channel,
+            public_key=config.update_public_key,
+            restart=updates.request_restart,
+        )
+
+    updates.auto = AutoUpdater(make, config.update_interval_hours * 3600.0)
+    updates.start()
+    log.info(
+        "automatic updates every %d h from %s/%s/%s",
+        config.update_interval_hours,
+        config.update_release_url.rstrip("/"),
+        PROJECT,
+        config.update_channel,
+    )
+    return updates

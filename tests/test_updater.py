@@ -1,0 +1,382 @@
+"""Updates through a release server: a real aiohttp server on 127.0.0.1 serving a folder
+laid out as hydrarelease serves it, with small shell-script artifacts."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+import hydraissue
+from hydraissue.config import ConfigError, check
+from hydraissue.updater import (
+    AutoUpdater,
+    UpdateError,
+    Updater,
+    auto_update_off,
+    parse_version,
+)
+from tests.conftest import REPO, free_port, start_server, stop
+
+NAME = "hydraissue-linux-amd64"
+
+
+def script(version: str, *, exit_code: int = 0) -> bytes:
+    """A fake artifact: answers ``version`` like the real one."""
+    return (
+        f'#!/bin/sh\nif [ "$1" = version ]; then echo "hydraissue {version}"; '
+        f"exit {exit_code}; fi\necho running {version}\n"
+    ).encode()
+
+
+@dataclass
+class ReleaseServer:
+    root: Path
+    url: str
+    runner: web.AppRunner
+
+    def publish(
+        self,
+        version: str,
+        artifact: bytes | None = None,
+        *,
+        channel: str = "production",
+        sums: str | None = None,
+        latest: bytes | None = None,
+    ) -> Path:
+        folder = self.root / "hydraissue" / channel / f"v{version}"
+        folder.mkdir(parents=True, exist_ok=True)
+        body = script(version) if artifact is None else artifact
+        (folder / NAME).write_bytes(body)
+        digest = hashlib.sha256(body).hexdigest()
+        (folder / "SHA256SUMS").write_text(
+            sums if sums is not None else f"{'0' * 64}  other-file\n{digest}  {NAME}\n"
+        )
+        latest_body = json.dumps({"version": version}).encode() if latest is None else latest
+        (self.root / "hydraissue" / channel / "latest.json").write_bytes(latest_body)
+        return folder
+
+
+@pytest.fixture
+async def releases(tmp_path: Path) -> AsyncIterator[ReleaseServer]:
+    root = tmp_path / "releases"
+    root.mkdir()
+    app = web.Application()
+    app.router.add_static("/", root)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield ReleaseServer(root, f"http://127.0.0.1:{port}", runner)
+    await runner.cleanup()
+
+
+@dataclass
+class Installed:
+    path: Path
+    lines: list[str] = field(default_factory=list)
+    restarts: list[str] = field(default_factory=list)
+
+    def updater(self, release_url: str, current: str = "1.2.0", **kw: object) -> Updater:
+        return Updater(
+            self.path,
+            current,
+            release_url=release_url,
+            restart=lambda: self.restarts.append(self.path.read_text()),
+            say=self.lines.append,
+            **kw,  # type: ignore[arg-type]
+        )
+
+    def folder_listing(self) -> list[str]:
+        return sorted(p.name for p in self.path.parent.iterdir())
+
+
+@pytest.fixture
+def installed(tmp_path: Path) -> Installed:
+    folder = tmp_path / "opt"
+    folder.mkdir()
+    path = folder / NAME
+    path.write_bytes(script("1.2.0"))
+    path.chmod(0o755)
+    return Installed(path)
+
+
+def test_versions_compare_numerically() -> None:
+    assert parse_version("1.10.0") > parse_version("1.9.0")
+    assert parse_version("v1.2.3") == parse_version("1.2.3")
+    assert parse_version("1.2") == parse_version("1.2.0")
+    assert parse_version("0.0.0+source") < parse_version("0.1.0")
+    with pytest.raises(ValueError):
+        parse_version("latest")
+
+
+async def test_a_newer_version_is_installed_and_restarted(
+    releases: ReleaseServer, installed: Installed
+) -> None:
+    releases.publish("1.10.0")
+    old = installed.path.read_bytes()
+    async with installed.updater(releases.url) as updater:
+        result = await updater.update()
+    assert (result.outcome, result.latest) == ("installed", "1.10.0")
+    assert installed.path.read_bytes() == script("1.10.0")
+    assert os.access(installed.path, os.X_OK)
+    backup = installed.path.with_name(NAME + ".backup")
+    assert backup.read_bytes() == old
+    # the restart ran after the new artifact was in place, once; no temp file is left
+    assert installed.restarts == [script("1.10.0").decode()]
+    assert installed.folder_listing() == [NAME, NAME + ".backup"]
+    said = "\n".join(installed.lines)
+    for step in ("latest.json", "SHA256SUMS", "matches", "answers 'hydraissue 1.10.0'", "kept"):
+        assert step in said
+
+
+async def test_a_checksum_mismatch_is_refused(
+    releases: ReleaseServer, installed: Installed
+) -> None:
+    releases.publish("1.3.0", sums=f"{'ab' * 32}  {NAME}\n")
+    before = installed.path.read_bytes()
+    async with installed.updater(releases.url) as updater:
+        with pytest.raises(UpdateError, match="checksum mismatch"):
+            await updater.update()
+    assert installed.path.read_bytes() == before
+    assert installed.folder_listing() == [NAME]
+    assert installed.restarts == []
+
+
+async def test_a_release_without_its_checksum_line_is_refused(
+    releases: ReleaseServer, installed: Installed
+) -> None:
+    releases.publish("1.3.0", sums=f"{'ab' * 32}  hydraissue-darwin-arm64\n")
+    async with installed.updater(releases.url) as updater:
+        with pytest.raises(UpdateError, match="no SHA-256 line for hydraissue-linux-amd64"):
+            await updater.update()
+    assert installed.folder_listing() == [NAME]
+
+
+@pytest.mark.parametrize(
+    ("artifact", "why"),
+    [
+        (script("1.3.0", exit_code=3), r"`version` failed \(exit 3"),
+        (script("1.2.9"), "says 'hydraissue 1.2.9', expected version 1.3.0"),
+        (b"\x7fELF not really a program", "cannot run"),
+        (b"", "is empty"),
+    ],
+)
+async def test_an_artifact_that_does_not_answer_its_version_is_refused(
+    releases: ReleaseServer, installed: Installed, artifact: bytes, why: str
+) -> None:
+    releases.publish("1.3.0", artifact)
+    before = installed.path.read_bytes()
+    async with installed.updater(releases.url) as updater:
+        with pytest.raises(UpdateError, match=why):
+            await updater.update()
+    assert installed.path.read_bytes() == before
+    assert installed.folder_listing() == [NAME]
+    assert installed.restarts == []
+
+
+@pytest.mark.parametrize("latest", ["1.2.0", "v1.2.0", "1.1.99", "0.9.0"])
+async def test_the_same_or_an_older_version_changes_nothing(
+    releases: ReleaseServer, installed: Installed, latest: str
+) -> None:
+    releases.publish(latest.removeprefix("v"), latest=json.dumps({"version": latest}).encode())
+    async with installed.updater(releases.url) as updater:
+        result = await updater.update()
+    assert result.outcome == "up-to-date"
+    assert installed.folder_listing() == [NAME]
+    assert installed.path.read_bytes() == script("1.2.0")
+    assert installed.restarts == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"<html>oops</html>", b"[]", b'{"version": 12}', b'{"tag": "1.3.0"}', b'{"version": "new"}'],
+)
+async def test_garbage_latest_json_is_a_clear_error(
+    releases: ReleaseServer, installed: Installed, body: bytes
+) -> None:
+    releases.publish("1.3.0", latest=body)
+    async with installed.updater(releases.url) as updater:
+        with pytest.raises(UpdateError, match=r"did not answer a latest\.json like"):
+            await updater.update()
+    assert installed.folder_listing() == [NAME]
+
+
+async def test_a_missing_channel_or_a_server_that_is_down_is_a_clear_error(
+    releases: ReleaseServer, installed: Installed
+) -> None:
+    async with installed.updater(releases.url, channel="staging") as updater:
+        with pytest.raises(UpdateError, match=r"latest\.json answered 404"):
+            await updater.update()
+    down = f"http://127.0.0.1:{free_port()}"
+    async with installed.updater(down) as updater:
+        with pytest.raises(UpdateError, match="release server unreachable"):
+            await updater.check()
+    assert installed.folder_listing() == [NAME]
+
+
+async def test_a_configured_public_key_refuses_unsigned_releases(
+    releases: ReleaseServer, installed: Installed
+) -> None:
+    """This build cannot check signatures; with a key set it refuses rather than trusts."""
+    releases.publish("1.3.0")
+    async with installed.updater(releases.url, public_key="MCowBQYDK2VwAyEA") as updater:
+        with pytest.raises(UpdateError, match="cannot check Ed25519 signatures"):
+            await updater.update()
+    assert installed.folder_listing() == [NAME]
+
+
+async def test_channels_are_separate(releases: ReleaseServer, installed: Installed) -> None:
+    releases.publish("2.0.0", channel="staging")
+    releases.publish("1.2.0")
+    async with installed.updater(releases.url) as updater:
+        assert (await updater.check()).outcome == "up-to-date"
+    async with installed.updater(releases.url, channel="staging") as updater:
+        assert (await updater.update()).latest == "2.0.0"
+    assert installed.path.read_bytes() == script("2.0.0")
+
+
+async def cli(*args: str, home: Path) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRAISSUE_", "HYDRA_"))}
+    env["HOME"] = str(home)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hydraissue.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_update_check_prints_and_changes_nothing(
+    releases: ReleaseServer, installed: Installed, tmp_path: Path
+) -> None:
+    releases.publish("1.3.0")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"update:\n  release_url: {releases.url}\n")
+    common = ("--config", str(config), "--artifact", str(installed.path))
+    code, out, err = await cli("update", "--check", *common, home=tmp_path)
+    assert (code, err) == (0, "")
+    assert "update available: 1.2.0 -> 1.3.0" in out
+    assert installed.folder_listing() == [NAME]
+
+    code, out, err = await cli("update", *common, home=tmp_path)
+    assert (code, err) == (0, "")
+    assert installed.path.read_bytes() == script("1.3.0")
+    assert "systemctl restart hydraissue" in out
+    assert installed.folder_listing() == [NAME, NAME + ".backup"]
+
+    code, out, _ = await cli("update", "--check", *common, home=tmp_path)
+    assert code == 0 and "up to date: 1.3.0" in out
+
+
+async def test_update_errors_are_one_line(
+    releases: ReleaseServer, installed: Installed, tmp_path: Path
+) -> None:
+    releases.publish("1.3.0", sums=f"{'ab' * 32}  {NAME}\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"update:\n  release_url: {releases.url}\n")
+    common = ("--config", str(config), "--artifact", str(installed.path))
+    code, _, err = await cli("update", *common, home=tmp_path)
+    assert code == 1
+    assert re.fullmatch(r"hydraissue: update refused: checksum mismatch .*\n", err)
+    assert installed.folder_listing() == [NAME]
+    # not a release artifact: says what to pass
+    code, _, err = await cli("update", "--config", str(config), home=tmp_path)
+    assert code == 1 and "--artifact" in err and err.count("\n") == 1
+
+
+def test_auto_update_is_off_in_dev_with_the_variable_or_the_config() -> None:
+    assert auto_update_off(enabled=True, dev=False, env={}) is None
+    assert auto_update_off(enabled=True, dev=True, env={}) == "--dev"
+    assert auto_update_off(enabled=True, dev=False, env={"HYDRA_AUTO_UPDATE": "off"})
+    assert auto_update_off(enabled=False, dev=False, env={}) == "update.enabled is false"
+
+
+async def test_the_periodic_check_installs_and_reports(
+    releases: ReleaseServer, installed: Installed
+) -> None:
+    auto = AutoUpdater(lambda: installed.updater(releases.url), 3600.0)
+    assert auto.status()["last_result"] is None
+    releases.publish("1.2.0")
+    assert (await auto.check_once()).outcome == "up-to-date"
+    releases.publish("1.4.0")
+    assert (await auto.check_once()).outcome == "installed"
+    status = auto.status()
+    assert (status["last_result"], status["latest"]) == ("installed", "1.4.0")
+    assert status["last_check"] and installed.restarts == [script("1.4.0").decode()]
+
+
+async def test_the_periodic_check_survives_a_server_that_is_down(installed: Installed) -> None:
+    auto = AutoUpdater(lambda: installed.updater(f"http://127.0.0.1:{free_port()}"), 3600.0)
+    result = await auto.check_once()
+    assert result.outcome == "failed" and "unreachable" in result.message
+    assert auto.status()["last_result"] == "failed"
+    assert installed.folder_listing() == [NAME]
+
+
+def test_the_interval_is_jittered() -> None:
+    def auto(r: float) -> AutoUpdater:
+        return AutoUpdater(lambda: None, 6 * 3600.0, rng=lambda: r)  # type: ignore[arg-type,return-value]
+
+    assert auto(0.0).delay() == pytest.approx(6 * 3600 * 0.9)
+    assert auto(1.0).delay() == pytest.approx(6 * 3600 * 1.1)
+    assert auto(0.5).delay() == pytest.approx(6 * 3600)
+    assert 0 <= auto(1.0).delay(first=True) <= 6 * 3600 * 0.1
+
+
+async def test_serve_does_not_update_in_dev_or_when_switched_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dev = await start_server(tmp_path / "dev-data", tmp_path, tmp_path / "dev.log", "--dev")
+    stop(dev, signal.SIGTERM)
+    assert "automatic updates off (--dev)" in dev.output()
+    monkeypatch.setenv("HYDRA_AUTO_UPDATE", "off")
+    off = await start_server(tmp_path / "data", tmp_path, tmp_path / "off.log")
+    stop(off, signal.SIGTERM)
+    assert "automatic updates off (HYDRA_AUTO_UPDATE=off)" in off.output()
+
+
+def test_the_update_section_is_checked() -> None:
+    assert check({"update": {"channel": "staging"}}, "c")["update_channel"] == "staging"
+    for bad, why in (
+        ({"channel": "beta"}, "production or staging"),
+        ({"release_url": "releases.example.com"}, "http"),
+        ({"interval_hours": 0}, "at least 1"),
+        ({"interval": 6}, "unknown key 'update.interval'"),
+    ):
+        with pytest.raises(ConfigError, match=why):
+            check({"update": bad}, "c")
+
+
+def test_the_release_target_exists_and_the_version_matches() -> None:
+    """Building a release is checked by hand (docs/runbook.md); CI checks its parts."""
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^release:.*\n\t.*tools/release\.py", makefile, re.MULTILINE)
+    assert not re.search(r"^test:.*release", makefile, re.MULTILINE)
+    out = subprocess.run(
+        [sys.executable, "-m", "hydraissue.cli", "version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out == f"hydraissue {hydraissue.__version__}\n"
+    from tools.release import project_version
+
+    assert project_version() == hydraissue.__version__
