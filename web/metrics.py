@@ -18,6 +18,7 @@ import hmac
 import time
 from collections import Counter as Tally
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
@@ -72,6 +73,20 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(ServiceCollector(app))
+        # The labelled children by their labels: prometheus-client's own lookup (a lock
+        # and a dict per call) was a tenth of a get-by-id's time.
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, str(status))
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(*key),
+                self.latency.labels(route, method),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def committed(self, events: Sequence[Event]) -> None:
         """Commit listener: count a batch's events by type (inside the commit: cheap)."""
@@ -180,8 +195,7 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
         metrics = request.app[METRICS]
         route = route_label(request)
         method = request.method if request.method in METHODS else "other"
-        metrics.requests.labels(route, method, str(status)).inc()
-        metrics.latency.labels(route, method).observe(time.perf_counter() - started)
+        metrics.observe(route, method, status, time.perf_counter() - started)
 
 
 def _unauthorized(message: str) -> web.Response:

@@ -45,6 +45,7 @@ log = logging.getLogger("hydraissue.serve")
 FLOOD_INTERVAL = 60.0
 BODY_MIN_RATE = 1024  # bytes a second a body must keep up once body_timeout is spent
 BAD_REQUESTS_LOGGED = 20  # per interval, one line each; the rest are counted
+SWEEP = 0.25  # seconds between checks of connections waiting for headers
 Handler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
 
 HTML_HEADERS = {
@@ -176,6 +177,26 @@ class GuardedServer(Server):
         self.idle = asyncio.Event()
         self.idle.set()
         self.deadline = 0.0
+        # Connections waiting for a request's headers, and when they time out: one
+        # sweep every SWEEP seconds instead of a timer per request (a timer set and
+        # cancelled per request, 10 s ahead, filled the loop's heap with cancelled
+        # handles: get-by-id ran ~15% slower with them).
+        self.awaiting: dict[GuardedHandler, float] = {}
+        self._sweep: asyncio.TimerHandle | None = None
+
+    def sweep_soon(self) -> None:
+        if self._sweep is None:
+            self._sweep = self._loop.call_later(SWEEP, self._sweep_now)
+
+    def _sweep_now(self) -> None:
+        self._sweep = None
+        now = self._loop.time()
+        for handler, deadline in list(self.awaiting.items()):
+            if deadline <= now:
+                del self.awaiting[handler]
+                handler.header_timed_out()
+        if self.awaiting:
+            self.sweep_soon()
 
     def __call__(self) -> RequestHandler:
         return GuardedHandler(self, loop=self._loop, **self._kwargs)
@@ -261,7 +282,6 @@ class GuardedHandler(RequestHandler):
         super().__init__(manager, **kwargs)
         self.guard = manager
         self.refused = False
-        self.header_timer: asyncio.TimerHandle | None = None
         self.body_timer: asyncio.TimerHandle | None = None
         self.body_request: BaseRequest | None = None
         self.body_bytes = 0
@@ -294,13 +314,13 @@ class GuardedHandler(RequestHandler):
 
     def start_header_clock(self) -> None:
         timeout = self.guard.limits.header_timeout
-        if timeout > 0 and self.header_timer is None:
-            self.header_timer = self._loop.call_later(timeout, self.header_timed_out)
+        awaiting = self.guard.awaiting
+        if timeout > 0 and self not in awaiting:
+            awaiting[self] = self._loop.time() + timeout
+            self.guard.sweep_soon()
 
     def stop_header_clock(self) -> None:
-        if self.header_timer is not None:
-            self.header_timer.cancel()
-            self.header_timer = None
+        self.guard.awaiting.pop(self, None)
 
     def data_received(self, data: bytes) -> None:
         if self.body_request is not None:
@@ -312,7 +332,6 @@ class GuardedHandler(RequestHandler):
             self.stop_header_clock()
 
     def header_timed_out(self) -> None:
-        self.header_timer = None
         waiting = self._waiter is not None and not self._waiter.done()
         if not waiting or self._messages or self.transport is None:
             return
