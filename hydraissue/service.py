@@ -186,9 +186,13 @@ class IssueService:
                 await asyncio.to_thread(load)
             except OSError as error:
                 log.warning("start-up (read-only): %s", error)
+        return self._started_up(report, opened.events, started)
+
+    def _started_up(self, report: StartupReport, events: int, started: float) -> StartupReport:
+        """The last step of either start: warm-up in the background, the report logged."""
         self._warm_task = asyncio.create_task(self._warm(), name="warm-up")
         report.issues = self.read_model.count()
-        report.events = opened.events
+        report.events = events
         report.head = self.store.head
         report.seconds = time.monotonic() - started
         self._log_startup(report)
@@ -260,14 +264,8 @@ class IssueService:
         # What start-up loaded lives as long as the process: keep it out of the cyclic
         # collector's full passes, which at 100,000 issues paused every request ~100 ms.
         gc.freeze()
-        self._warm_task = asyncio.create_task(self._warm(), name="warm-up")
         self._started = True
-        report.issues = self.read_model.count()
-        report.events = opened.events
-        report.head = self.store.head
-        report.seconds = time.monotonic() - started
-        self._log_startup(report)
-        return report
+        return self._started_up(report, opened.events, started)
 
     def _read_snapshots(
         self,
