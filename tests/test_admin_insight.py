@@ -128,6 +128,7 @@ ACTIONS = [
 async def test_pages_are_the_admins_only(client: Client, path: str) -> None:
     issue = await create(client)
     await nim_action(client, issue["id"], "scout", "groomed")
+    await settled(client)  # the agent's trail is written in the background
     resp = await client.get(path, allow_redirects=False)
     assert resp.status == 303
     assert resp.headers["Location"] == f"/login?next={quote(path, safe='/')}"
