@@ -21,6 +21,7 @@ __all__ = [
     "CreateIssue",
     "DeleteIssue",
     "RecordNimAction",
+    "RejectPlan",
     "StoredFile",
     "UpdateIssue",
 ]
@@ -91,7 +92,26 @@ class AddAttachment:
     content_type: str
 
 
-Command = CreateIssue | UpdateIssue | DeleteIssue | AddComment | RecordNimAction | AddAttachment
+@dataclass(frozen=True, slots=True)
+class RejectPlan:
+    """A person rejects the proposed plan: the move to rejected and the reason, kept as
+    the admin's comment, are one decision (one commit, never one without the other)."""
+
+    issue_id: int
+    reason: str
+    if_match: str | None = None
+    approving: bool = False  # as UpdateIssue's: set by the service
+
+
+Command = (
+    CreateIssue
+    | UpdateIssue
+    | RejectPlan
+    | DeleteIssue
+    | AddComment
+    | RecordNimAction
+    | AddAttachment
+)
 
 # The fields a create carries (the API body and the issue.created data alike).
 CREATE_FIELDS = tuple(f.name for f in fields(CreateIssue) if f.name != "attachments")

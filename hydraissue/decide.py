@@ -20,6 +20,7 @@ from hydraissue.commands import (
     CreateIssue,
     DeleteIssue,
     RecordNimAction,
+    RejectPlan,
     StoredFile,
     UpdateIssue,
 )
@@ -76,6 +77,13 @@ def decide(state: Issue | None, command: Command) -> list[NewEvent]:
     match command:
         case UpdateIssue():
             return _update(issue, command)
+        case RejectPlan():
+            move = UpdateIssue(
+                issue.id, {"status": "rejected"}, command.if_match, command.approving
+            )
+            text = f"Plan rejected: {command.reason}"
+            data = {"id": len(issue.comments) + 1, "author": "admin", "text": text}
+            return [*_update(issue, move), NewEvent("comment.added", data)]
         case DeleteIssue():
             _check_etag(command.if_match, issue)
             return [NewEvent("issue.deleted", {})]

@@ -7,7 +7,7 @@ ETags) live in ``decide``.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from hydraissue.commands import (
@@ -101,14 +101,18 @@ def _kind(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def _reject_unknown(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise Invalid(
-            unknown[0],
-            f"unknown field; allowed fields are {', '.join(allowed)}",
-            {"field": unknown[0], "allowed": list(allowed)},
-        )
+def reject_unknown(names: Iterable[str], allowed: Sequence[str], *, query: bool = False) -> None:
+    """The first name not in ``allowed`` (a body's field, or with ``query`` a query
+    parameter) is a 400 naming it and listing the accepted ones: never ignored."""
+    unknown = sorted(set(names) - set(allowed))
+    if not unknown:
+        return
+    if query:
+        accepted = ", ".join(allowed) if allowed else "none"
+        message = f"unknown query parameter; accepted: {accepted} (names are case-sensitive)"
+    else:
+        message = f"unknown field; allowed fields are {', '.join(allowed)}"
+    raise Invalid(unknown[0], message, {"field": unknown[0], "allowed": list(allowed)})
 
 
 def text(value: Any, field: str, *, required: bool = False, limit: int = MAX_TEXT) -> str:
@@ -202,7 +206,7 @@ def _check_nested(value: Any, depth: int) -> None:
 
 def create_issue(body: Any) -> CreateIssue:
     body = _object(body)
-    _reject_unknown(body, CREATE_FIELDS)
+    reject_unknown(body, CREATE_FIELDS)
     return CreateIssue(
         title=title(body.get("title")),
         description=text(body.get("description"), "description"),
@@ -244,7 +248,7 @@ _UPDATERS: dict[str, Callable[[Any], Any]] = {
 
 def update_issue(issue_id: int, body: Any, if_match: str | None = None) -> UpdateIssue:
     body = _object(body)
-    _reject_unknown(body, UPDATE_FIELDS)
+    reject_unknown(body, UPDATE_FIELDS)
     if not body:
         raise Invalid("body", f"names no field to change; use any of {', '.join(UPDATE_FIELDS)}")
     changes = {name: _UPDATERS[name](value) for name, value in body.items()}
@@ -253,7 +257,7 @@ def update_issue(issue_id: int, body: Any, if_match: str | None = None) -> Updat
 
 def set_plan(issue_id: int, body: Any, if_match: str | None = None) -> UpdateIssue:
     body = _object(body)
-    _reject_unknown(body, ("plan", "status"))
+    reject_unknown(body, ("plan", "status"))
     if "plan" not in body:
         raise Invalid("plan", "is required")
     changes: dict[str, Any] = {"plan": _UPDATERS["plan"](body["plan"])}
@@ -264,7 +268,7 @@ def set_plan(issue_id: int, body: Any, if_match: str | None = None) -> UpdateIss
 
 def add_comment(issue_id: int, body: Any) -> AddComment:
     body = _object(body)
-    _reject_unknown(body, ("author", "text", "body"))
+    reject_unknown(body, ("author", "text", "body"))
     raw_text = body.get("text", body.get("body"))
     field = "text" if "text" in body or "body" not in body else "body"
     return AddComment(
@@ -276,7 +280,7 @@ def add_comment(issue_id: int, body: Any) -> AddComment:
 
 def record_nim_action(issue_id: int, body: Any) -> RecordNimAction:
     body = _object(body)
-    _reject_unknown(body, ("name", "action"))
+    reject_unknown(body, ("name", "action"))
     return RecordNimAction(
         issue_id=issue_id,
         name=text(body.get("name"), "name", required=True, limit=MAX_SHORT).strip(),

@@ -35,7 +35,14 @@ from events.dispatcher import Dispatcher
 from events.filestore import FileEventStore
 from events.model import Actor, Event
 from events.store import Append
-from hydraissue.commands import CREATE_FIELDS, AddAttachment, Command, CreateIssue, UpdateIssue
+from hydraissue.commands import (
+    CREATE_FIELDS,
+    AddAttachment,
+    Command,
+    CreateIssue,
+    RejectPlan,
+    UpdateIssue,
+)
 from hydraissue.config import Config
 from hydraissue.decide import decide
 from hydraissue.delivery import Deliveries, Policy
@@ -547,7 +554,7 @@ class IssueService:
         nim: str | None = None,
     ) -> Outcome:
         """``nim``: the agent that says it sent this (``X-Nim-Name``), for its audit trail."""
-        if isinstance(command, UpdateIssue):
+        if isinstance(command, UpdateIssue | RejectPlan):
             # Whose moves the caller may make is decided here, once, from who it is.
             approving = actor.kind == "admin" or self.config.lifecycle_agents_may_approve
             command = replace(command, approving=approving)

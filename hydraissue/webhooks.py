@@ -17,6 +17,7 @@ from events.codec import dump_item, load_items
 from events.fsio import replace_atomically
 from hydraissue.errors import Invalid, NotFound
 from hydraissue.model import Event
+from hydraissue.parse import reject_unknown
 
 # The event names a webhook can ask for ("*": all of them).
 WEBHOOK_EVENTS = (
@@ -123,13 +124,7 @@ class Webhook:
 def _object(body: Any, allowed: Sequence[str]) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise Invalid("body", "must be a JSON object")
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise Invalid(
-            unknown[0],
-            f"unknown field; allowed fields are {', '.join(allowed)}",
-            {"field": unknown[0], "allowed": list(allowed)},
-        )
+    reject_unknown(body, allowed)
     return body
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from hydraissue.errors import Invalid
 from hydraissue.model import CATEGORIES, PRIORITIES, STAGES, STATUS_ALIASES, STATUSES
+from hydraissue.parse import reject_unknown
 from projections.rows import IndexRow
 
 DEFAULT_LIMIT = 100
@@ -104,13 +105,7 @@ def _name(params: Mapping[str, str], field: str) -> str | None:
 
 
 def parse_list_query(params: Mapping[str, str]) -> ListQuery:
-    unknown = sorted(set(params) - set(PARAMS))
-    if unknown:
-        raise Invalid(
-            unknown[0],
-            f"unknown query parameter; accepted: {', '.join(PARAMS)} (names are case-sensitive)",
-            {"field": unknown[0], "allowed": list(PARAMS)},
-        )
+    reject_unknown(params, PARAMS, query=True)
     statuses: set[str] | None = None
     if "status" in params:
         raw = ",".join(

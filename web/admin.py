@@ -21,7 +21,7 @@ from markupsafe import Markup
 from multidict import MultiMapping
 
 from hydraissue import parse
-from hydraissue.commands import Actor, AddComment, Command, DeleteIssue, UpdateIssue
+from hydraissue.commands import Actor, Command, DeleteIssue, RejectPlan, UpdateIssue
 from hydraissue.decide import transition_allowed
 from hydraissue.errors import DomainError, Invalid
 from hydraissue.model import CATEGORIES, PRIORITIES, STAGES, STATUSES, Issue, display_key
@@ -373,30 +373,28 @@ def _etag(form: Mapping[str, str]) -> str | None:
 
 
 async def _act(
-    request: web.Request, issue_id: int, commands: list[Command], done: str
+    request: web.Request, issue_id: int, command: Command, done: str
 ) -> web.StreamResponse:
-    """Run the commands as the admin; on success back to the issue (or its JSON for a
+    """Run the command as the admin; on success back to the issue (or its JSON for a
     script), on refusal the issue's page again with the reason and the status."""
-    service = request.app[SERVICE]
     try:
-        outcome = None
-        for command in commands:
-            outcome = await service.handle(command, ADMIN)
+        outcome = await request.app[SERVICE].handle(command, ADMIN)
     except DomainError as exc:
-        if _wants_json(request):
-            raise
-        issue = service.issue(issue_id)
-        if issue is None:
-            raise
-        context = await _issue_context(request, issue)
-        context["error"] = _reason(exc)
-        return aiohttp_jinja2.render_template(
-            "admin/issue.html", request, context, status=exc.status
-        )
+        return await _refused(request, issue_id, exc)
     if _wants_json(request):
-        issue = outcome.issue if outcome else await service.get(issue_id)
+        issue = outcome.issue
         return json_response(request.app[ISSUE_JSON].render(issue), headers={"ETag": issue.etag})
     return see_other(f"/admin/issues/{issue_id}?{urlencode({'done': done})}")
+
+
+async def _refused(request: web.Request, issue_id: int, exc: DomainError) -> web.Response:
+    """A refused action: the error as JSON for a script, else the issue's page with why."""
+    issue = request.app[SERVICE].issue(issue_id)
+    if _wants_json(request) or issue is None:
+        raise exc
+    context = await _issue_context(request, issue)
+    context["error"] = _reason(exc)
+    return aiohttp_jinja2.render_template("admin/issue.html", request, context, status=exc.status)
 
 
 def _reason(exc: DomainError) -> str:
@@ -415,7 +413,7 @@ async def set_status(request: web.Request) -> web.StreamResponse:
     command = parse.update_issue(issue_id, {"status": form.get("status", "")}, _etag(form))
     if form.get("back") == "board":
         return await _board_move(request, issue_id, command)
-    return await _act(request, issue_id, [command], f"Moved to {command.changes['status']}.")
+    return await _act(request, issue_id, command, f"Moved to {command.changes['status']}.")
 
 
 async def _board_move(request: web.Request, issue_id: int, command: UpdateIssue) -> web.Response:
@@ -434,7 +432,7 @@ async def accept_plan(request: web.Request) -> web.StreamResponse:
     issue_id = issue_id_of(request)
     form = await _form(request)
     command = UpdateIssue(issue_id, {"status": "accepted"}, _etag(form))
-    return await _act(request, issue_id, [command], "Plan accepted.")
+    return await _act(request, issue_id, command, "Plan accepted.")
 
 
 @routes.post("/admin/issues/{id}/reject")
@@ -442,11 +440,8 @@ async def reject_plan(request: web.Request) -> web.StreamResponse:
     issue_id = issue_id_of(request)
     form = await _form(request)
     reason = parse.text(form.get("reason"), "reason", required=True)
-    commands: list[Command] = [
-        UpdateIssue(issue_id, {"status": "rejected"}, _etag(form)),
-        AddComment(issue_id, "admin", f"Plan rejected: {reason}"),
-    ]
-    return await _act(request, issue_id, commands, "Plan rejected.")
+    command = RejectPlan(issue_id, reason, _etag(form))
+    return await _act(request, issue_id, command, "Plan rejected.")
 
 
 @routes.post("/admin/issues/{id}/comment")
@@ -454,7 +449,7 @@ async def comment(request: web.Request) -> web.StreamResponse:
     issue_id = issue_id_of(request)
     form = await _form(request)
     command = parse.add_comment(issue_id, {"author": "admin", "text": form.get("text")})
-    return await _act(request, issue_id, [command], "Comment added.")
+    return await _act(request, issue_id, command, "Comment added.")
 
 
 EDITABLE = ("title", "description", "priority", "category", "project", "custom_fields")
@@ -476,7 +471,7 @@ async def edit(request: web.Request) -> web.StreamResponse:
             raise Invalid("custom_fields", f"not a JSON object ({exc})") from None
         parse.exact_numbers(raw, body["custom_fields"], "custom_fields")
     command = parse.update_issue(issue_id, body, _etag(form))
-    return await _act(request, issue_id, [command], "Saved.")
+    return await _act(request, issue_id, command, "Saved.")
 
 
 @routes.post("/admin/issues/{id}/delete")
@@ -487,10 +482,8 @@ async def delete(request: web.Request) -> web.StreamResponse:
         return see_other(f"/admin/issues/{issue_id}/delete")
     try:
         await request.app[SERVICE].handle(DeleteIssue(issue_id, _etag(form)), ADMIN)
-    except DomainError:
-        if _wants_json(request):
-            raise
-        return await _act(request, issue_id, [DeleteIssue(issue_id, _etag(form))], "")
+    except DomainError as exc:
+        return await _refused(request, issue_id, exc)
     if _wants_json(request):
         return web.Response(status=204)
     return see_other(f"/admin?{urlencode({'bulk_done': f'{display_key(issue_id)} deleted.'})}")

@@ -8,16 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from hydraissue.errors import Invalid
+from hydraissue.parse import reject_unknown
 
 
 def known_params(params: Mapping[str, str], allowed: Sequence[str]) -> None:
     """Refuse the first unknown parameter, naming it and listing the accepted ones."""
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        accepted = ", ".join(allowed) if allowed else "none"
-        raise Invalid(
-            unknown[0],
-            f"unknown query parameter; accepted: {accepted} (names are case-sensitive)",
-            {"field": unknown[0], "allowed": list(allowed)},
-        )
+    reject_unknown(params, allowed, query=True)
