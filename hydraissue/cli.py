@@ -143,6 +143,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 # live config (web/reload.py): the file is watched and loaded again
                 config_file=(args.config or DEFAULT_CONFIG).expanduser(),
                 reload_config=lambda: _config(args, dev=args.dev),
+                update_status=updates.status,
             ),
             config,
             lambda: print(
@@ -345,7 +346,7 @@ def cmd_update(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(line, flush=True)
 
-    def restart() -> None:
+    def restart(version: str) -> None:
         say(
             "restart the service to run it: `sudo systemctl restart hydraissue` "
             "(a `hydraissue serve` started by hand: stop it and start it again)"

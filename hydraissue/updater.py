@@ -10,6 +10,14 @@ SHA256SUMS line, and ``<artifact> version`` printing the expected version), then
 installed one is kept as ``<path>.backup`` and the new one renamed over it (atomic);
 last, ``restart`` is called. Any refusal leaves the installed artifact as it was.
 
+``serve`` hands over to a new version only after a trial (``try_release``): once it has
+stopped serving, it starts the new artifact with the same arguments on a spare
+loopback port and waits up to 60 s for ``/api/v1/health`` to answer 200. If it does
+not, the backup is renamed back, the version is written to ``<path>.failed`` (never
+tried again until a newer one appears; delete the file to retry it), and the old
+version is started again. The old code runs the trial: a broken release cannot be
+trusted to roll itself back.
+
 Signatures (``update.public_key``, Ed25519 over ``SHA256SUMS.sig``) are not checked by
 this build (the ``cryptography`` package is not a dependency): with a key configured,
 every update is refused rather than installed unchecked.
@@ -25,9 +33,12 @@ import os
 import random
 import re
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +60,7 @@ MAX_LATEST_BYTES = 64 * 1024
 MAX_SUMS_BYTES = 1024 * 1024
 MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
 VERSION_TIMEOUT = 60.0
+TRIAL_SECONDS = 60.0  # the issue's "cannot start or serve /api/v1/health within 60 s"
 _VERSION = re.compile(r"^v?(\d+(?:\.\d+)*)(?:[-+].*)?$")
 
 
@@ -116,14 +128,41 @@ class Result:
     message: str = ""
 
 
-def _no_restart() -> None:
+def _no_restart(version: str) -> None:
     return None
+
+
+def failed_file(installed: Path) -> Path:
+    """``<artifact>.failed``: versions that failed their trial here, one per line."""
+    return installed.with_name(installed.name + ".failed")
+
+
+def failed_versions(installed: Path) -> set[str]:
+    try:
+        text = failed_file(installed).read_text("utf-8")
+    except OSError:
+        return set()
+    return {line.strip() for line in text.splitlines() if line.strip()}
+
+
+def remember_failed(installed: Path, version: str) -> None:
+    """Add ``version`` to the failed list (written whole, atomically)."""
+    versions = sorted(failed_versions(installed) | {version}, key=parse_version)
+    target = failed_file(installed)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with open(temp, "w", encoding="utf-8") as out:
+        out.write("".join(f"{v}\n" for v in versions))
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temp, target)
+    fsync_dir(target.parent)
 
 
 @dataclass
 class Updater:
     """One installed artifact, one channel. ``say`` reports each step (log or print);
-    ``restart`` runs after an install (re-exec, or exit for systemd ``Restart=always``)."""
+    ``restart(version)`` runs after an install (re-exec, or exit for systemd
+    ``Restart=always``)."""
 
     installed: Path
     current: str
@@ -132,7 +171,7 @@ class Updater:
     public_key: str = ""
     project: str = PROJECT
     platform: str = PLATFORM
-    restart: Callable[[], None] = _no_restart
+    restart: Callable[[str], None] = _no_restart
     say: Callable[[str], None] = log.info
     timeout: float = 60.0
     version_timeout: float = VERSION_TIMEOUT
@@ -180,6 +219,14 @@ class Updater:
         """Whether the channel holds a newer version than the one installed."""
         release = await self.latest()
         if parse_version(release.version) > parse_version(self.current):
+            if release.version in failed_versions(self.installed):
+                why = (
+                    f"{release.version} failed its start-up trial here and was rolled back; "
+                    f"waiting for a newer release (delete {failed_file(self.installed)} to "
+                    "try it again)"
+                )
+                self.say(why)
+                return Result("held-back", self.current, release.version, why)
             self.say(f"newer version {release.version} (running {self.current})")
             return Result("available", self.current, release.version)
         self.say(f"up to date: {self.current} (latest on {self.channel}: {release.version})")
@@ -193,7 +240,7 @@ class Updater:
         release = Release(found.latest or "", f"{self.channel_url}/v{found.latest}", self.name)
         await self.install(release)
         self.say(f"installed {release.version} at {self.installed}")
-        self.restart()
+        self.restart(release.version)
         return Result("installed", self.current, release.version, f"installed {release.version}")
 
     async def install(self, release: Release) -> None:
@@ -435,6 +482,7 @@ class AutoUpdater:
             "last_result": None if result is None else result.outcome,
             "latest": None if result is None else result.latest,
             "message": None if result is None else result.message or None,
+            "checks": self.checks,
         }
 
 
@@ -448,6 +496,9 @@ class ServeUpdates:
     off: str | None
     auto: AutoUpdater | None = None
     restart_requested: bool = False
+    new_version: str = ""
+    argv: list[str] = field(default_factory=lambda: sys.argv[1:])
+    execv: Callable[[str, list[str]], object] = os.execv  # a test's stands in
 
     def start(self) -> None:
         if self.auto is not None:
@@ -457,21 +508,85 @@ class ServeUpdates:
             ).start()
 
     def status(self) -> dict[str, object]:
+        """For ``/api/v1/health`` ``extra.update`` and ``/metrics``."""
+        held_back = sorted(failed_versions(self.installed)) if self.installed else []
         if self.auto is None:
-            return {"automatic": False, "why": self.off}
-        return {"automatic": True, **self.auto.status()}
+            return {"automatic": False, "why": self.off, "checks": 0, "held_back": held_back}
+        return {"automatic": True, **self.auto.status(), "held_back": held_back}
 
-    def request_restart(self) -> None:
-        """Stop serving as SIGTERM does (in-flight requests finish), then re-exec."""
-        self.restart_requested = True
-        log.info("update installed: stopping to restart into %s", self.installed)
+    def request_restart(self, version: str) -> None:
+        """Stop serving as SIGTERM does (in-flight requests finish), then hand over."""
+        self.restart_requested, self.new_version = True, version
+        log.info("update %s installed: stopping to restart into %s", version, self.installed)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    def reexec_if_installed(self) -> None:
-        if self.restart_requested and self.installed is not None:
-            log.info("restarting: exec %s %s", self.installed, " ".join(sys.argv[1:]))
-            logging.shutdown()
-            os.execv(self.installed, [str(self.installed), *sys.argv[1:]])
+    def reexec_if_installed(self, trial_seconds: float = TRIAL_SECONDS) -> None:
+        """After the server stopped: try the new version, roll back if it fails, and
+        exec what is installed then (this process becomes it: systemd sees one PID)."""
+        if not self.restart_requested or self.installed is None:
+            return
+        installed = self.installed
+        failure = try_release(installed, self.argv, trial_seconds)
+        if failure is not None:
+            backup = installed.with_name(installed.name + ".backup")
+            log.warning(
+                "update %s failed its trial (%s): rolling back to %s",
+                self.new_version,
+                failure,
+                backup,
+            )
+            os.replace(backup, installed)
+            fsync_dir(installed.parent)
+            remember_failed(installed, self.new_version)
+        else:
+            log.info("update %s passed its trial", self.new_version)
+        log.info("restarting: exec %s %s", installed, " ".join(self.argv))
+        logging.shutdown()
+        self.execv(str(installed), [str(installed), *self.argv])
+
+
+def try_release(installed: Path, argv: list[str], seconds: float) -> str | None:
+    """Run ``installed`` with ``argv`` (``serve …``) on a spare loopback port, automatic
+    updates off, until ``/api/v1/health`` answers 200 within ``seconds``; then stop it.
+    None when it did, else why not (one line)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "HYDRA_AUTO_UPDATE": "off"}
+    command = [str(installed), *argv, "--listen", f"127.0.0.1:{port}"]  # the last wins
+    log.info("trying the new version: %s", " ".join(command))
+    try:
+        proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        return f"it cannot run ({exc.strerror})"
+    deadline = time.monotonic() + seconds
+    try:
+        while True:
+            code = proc.poll()
+            if code is not None:
+                return f"it exited with code {code} before answering /api/v1/health"
+            if _healthy(f"http://127.0.0.1:{port}/api/v1/health"):
+                return None
+            if time.monotonic() > deadline:
+                return f"/api/v1/health did not answer 200 within {seconds:g} s"
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _healthy(url: str) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxies
+    try:
+        with opener.open(url, timeout=2) as answer:
+            return bool(answer.status == 200)
+    except (OSError, ValueError):
+        return False
 
 
 def serve_updates(config: Config, *, env: dict[str, str] | None = None) -> ServeUpdates:

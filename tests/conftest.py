@@ -27,6 +27,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from hydraissue.config import Config
+from web.accesslog import LINES
 from web.app import create_app
 from web.keys import SERVICE
 
@@ -37,6 +38,15 @@ AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Accept": "application/json"}
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, web.Application]]]
+
+
+@pytest.fixture(autouse=True)
+def _request_lines_off() -> Iterator[None]:
+    """A test that runs ``serve``'s set-up in this process turns its request lines on
+    (web/accesslog.py); they belong to a serve process, not to the test run's output."""
+    yield
+    LINES.on = False
+    LINES.pending.clear()
 
 
 @pytest.fixture

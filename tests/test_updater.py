@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -22,9 +23,11 @@ import hydraissue
 from hydraissue.config import ConfigError, check
 from hydraissue.updater import (
     AutoUpdater,
+    ServeUpdates,
     UpdateError,
     Updater,
     auto_update_off,
+    failed_file,
     parse_version,
 )
 from tests.conftest import REPO, free_port, start_server, stop
@@ -37,6 +40,32 @@ def script(version: str, *, exit_code: int = 0) -> bytes:
     return (
         f'#!/bin/sh\nif [ "$1" = version ]; then echo "hydraissue {version}"; '
         f"exit {exit_code}; fi\necho running {version}\n"
+    ).encode()
+
+
+def healthy_script(version: str) -> bytes:
+    """A fake artifact whose ``serve`` answers ``/api/v1/health`` on its ``--listen``."""
+    return f"""#!{sys.executable}
+import http.server, sys
+if sys.argv[1] == "version":
+    print("hydraissue {version}")
+    sys.exit(0)
+port = int(sys.argv[sys.argv.index("--listen") + 1].rsplit(":", 1)[1])
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/api/v1/health" else 404)
+        self.end_headers()
+        self.wfile.write(b"{{}}")
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
+""".encode()
+
+
+def broken_script(version: str, serve: str) -> bytes:
+    """A fake artifact that answers ``version`` but whose ``serve`` runs ``serve``."""
+    return (
+        f'#!/bin/sh\nif [ "$1" = version ]; then echo "hydraissue {version}"; exit 0; fi\n{serve}\n'
     ).encode()
 
 
@@ -93,7 +122,7 @@ class Installed:
             self.path,
             current,
             release_url=release_url,
-            restart=lambda: self.restarts.append(self.path.read_text()),
+            restart=lambda version: self.restarts.append(self.path.read_text()),
             say=self.lines.append,
             **kw,  # type: ignore[arg-type]
         )
@@ -139,6 +168,78 @@ async def test_a_newer_version_is_installed_and_restarted(
     said = "\n".join(installed.lines)
     for step in ("latest.json", "SHA256SUMS", "matches", "answers 'hydraissue 1.10.0'", "kept"):
         assert step in said
+
+
+@dataclass
+class Handover:
+    """serve's hand-over after an install, with exec recorded instead of run."""
+
+    updates: ServeUpdates
+    execs: list[tuple[str, list[str]]]
+
+
+def handover(installed: Installed, version: str) -> Handover:
+    execs: list[tuple[str, list[str]]] = []
+    updates = ServeUpdates(
+        installed.path, None, argv=["serve", "--config", "/etc/hydraissue/config.yaml"]
+    )
+    updates.execv = lambda path, argv: execs.append((path, argv))
+    updates.restart_requested, updates.new_version = True, version
+    return Handover(updates, execs)
+
+
+async def test_a_release_that_serves_health_in_its_trial_is_kept(
+    releases: ReleaseServer, installed: Installed
+) -> None:
+    releases.publish("1.4.0", healthy_script("1.4.0"))
+    async with installed.updater(releases.url) as updater:
+        assert (await updater.update()).outcome == "installed"
+    run = handover(installed, "1.4.0")
+    run.updates.reexec_if_installed(trial_seconds=20)
+    assert installed.path.read_bytes() == healthy_script("1.4.0")
+    assert not failed_file(installed.path).exists()
+    path = str(installed.path)
+    assert run.execs == [(path, [path, "serve", "--config", "/etc/hydraissue/config.yaml"])]
+
+
+@pytest.mark.parametrize(
+    ("serve", "seconds", "why"),
+    [("exit 3", 20.0, "exited with code 3"), ("sleep 30", 1.5, "did not answer")],
+    ids=["exits", "hangs"],
+)
+async def test_a_release_that_fails_its_trial_is_rolled_back_and_held_back(
+    releases: ReleaseServer,
+    installed: Installed,
+    caplog: pytest.LogCaptureFixture,
+    serve: str,
+    seconds: float,
+    why: str,
+) -> None:
+    old = installed.path.read_bytes()
+    releases.publish("1.4.0", broken_script("1.4.0", serve))
+    async with installed.updater(releases.url) as updater:
+        assert (await updater.update()).outcome == "installed"
+    run = handover(installed, "1.4.0")
+    with caplog.at_level("INFO", logger="hydraissue.updater"):
+        run.updates.reexec_if_installed(trial_seconds=seconds)
+    assert installed.path.read_bytes() == old  # the backup is back in place, and runs
+    assert os.access(installed.path, os.X_OK)
+    assert [path for path, _ in run.execs] == [str(installed.path)]
+    assert failed_file(installed.path).read_text() == "1.4.0\n"
+    assert why in caplog.text and "rolling back" in caplog.text
+    assert run.updates.status()["held_back"] == ["1.4.0"]
+    # the failed version is not tried again ...
+    async with installed.updater(releases.url) as updater:
+        again = await updater.update()
+    assert again.outcome == "held-back" and "failed its start-up trial" in again.message
+    assert installed.path.read_bytes() == old and installed.restarts == [
+        broken_script("1.4.0", serve).decode()
+    ]
+    # ... until a newer one appears
+    releases.publish("1.5.0")
+    async with installed.updater(releases.url) as updater:
+        assert (await updater.update()).outcome == "installed"
+    assert installed.path.read_bytes() == script("1.5.0")
 
 
 async def test_a_checksum_mismatch_is_refused(
@@ -349,8 +450,19 @@ async def test_serve_does_not_update_in_dev_or_when_switched_off(
     assert "automatic updates off (--dev)" in dev.output()
     monkeypatch.setenv("HYDRA_AUTO_UPDATE", "off")
     off = await start_server(tmp_path / "data", tmp_path, tmp_path / "off.log")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{off.url}/api/v1/health") as resp,  # health says so too
+    ):
+        update = (await resp.json())["extra"]["update"]
     stop(off, signal.SIGTERM)
     assert "automatic updates off (HYDRA_AUTO_UPDATE=off)" in off.output()
+    assert update == {
+        "automatic": False,
+        "why": "HYDRA_AUTO_UPDATE=off",
+        "checks": 0,
+        "held_back": [],
+    }
 
 
 def test_the_update_section_is_checked() -> None:

@@ -1,8 +1,11 @@
-"""One log line per request, and the log's format (text or JSON lines).
+"""One log line per request, every answer counted, and the log's format (text or JSON).
 
-An aiohttp access logger (not a middleware): it runs after the response is written, for
-every request the server answered, including the ones no middleware sees (a request
-aiohttp's parser refused, a 503 while shutting down, a 408 for a body that stopped).
+An aiohttp access logger (not a middleware), set by the app itself (``handler_args``,
+so every server of the app has it, tests' included): it runs after the response is
+written, for every request the server answered, including the ones no middleware sees
+(a request aiohttp's parser refused, a 503 while shutting down, a 408 for a body that
+stopped). It writes the request's line and counts the answer in ``/metrics``
+(web/metrics.py): one place, one duration, no layer in the handler chain.
 
 What a line holds is fixed here, never taken from the request wholesale: the method,
 the path without its query values (only the parameter names: a token in a query
@@ -26,6 +29,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
 from web.admin_auth import ADMIN
+from web.metrics import METRICS
 
 ACCESS = logging.getLogger("hydraissue.access")
 API = "/api/v1/"
@@ -35,9 +39,11 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def actor_kind(request: BaseRequest, status: int) -> str:
     """api / admin / public / anonymous: who the server took the caller to be."""
-    if isinstance(request, web.Request) and request.get(ADMIN) is not None:
-        return "admin"
     path = request.path
+    # Only an /admin path can carry the guard's mark (a Request's get() raises inside)
+    admin_path = path.startswith("/admin") and isinstance(request, web.Request)
+    if admin_path and request.get(ADMIN) is not None:
+        return "admin"
     if status in (401, 403):
         return "anonymous"
     if path.startswith(API) and path not in PUBLIC_API:
@@ -50,7 +56,7 @@ def actor_kind(request: BaseRequest, status: int) -> str:
 def shown_path(request: BaseRequest) -> str:
     """The path, and of the query only the parameter names (``?limit&status``)."""
     path = request.path
-    raw = request.query_string  # split here: parsing request.query per line cost ~5%
+    raw = request.rel_url.raw_query_string  # names only: request.query per line cost ~5%
     if not raw:
         return path
     names = sorted({unquote_plus(part.partition("=")[0]) for part in raw.split("&") if part})
@@ -67,26 +73,38 @@ class Lines:
 
     def __init__(self) -> None:
         self.pending: list[str] = []
+        self.on = False  # set by setup_logging: a process that did not ask writes none
         self.json = False
         self._second = -1
         self._stamp = ""
+        self._name = f"INFO {ACCESS.name}: "
         self._flush_at: asyncio.TimerHandle | None = None
         atexit.register(self.flush)
 
-    def add(self, fields: dict[str, Any]) -> None:
+    def add(self, method: str, path: str, status: int, ms: float, actor: str) -> None:
         now = clock.time()
-        second = int(now)
+        message = f"{method} {path} {status} {ms:.1f}ms {actor}"
         if self.json:
             stamp = clock.strftime("%Y-%m-%dT%H:%M:%S", clock.gmtime(now))
-            entry = {"time": f"{stamp}.{int(now * 1000) % 1000:03d}Z", "level": "info"}
-            entry |= {"logger": ACCESS.name, "message": _message(fields), **fields}
+            entry = {
+                "time": f"{stamp}.{int(now * 1000) % 1000:03d}Z",
+                "level": "info",
+                "logger": ACCESS.name,
+                "message": message,
+                "method": method,
+                "path": path,
+                "status": status,
+                "ms": round(ms, 1),
+                "actor": actor,
+            }
             self.pending.append(orjson.dumps(entry).decode() + "\n")
         else:
+            second = int(now)
             if second != self._second:
                 self._second = second
-                self._stamp = clock.strftime("%Y-%m-%d %H:%M:%S", clock.localtime(now))
+                self._stamp = f"{clock.strftime('%Y-%m-%d %H:%M:%S', clock.localtime(now))},"
             ms = int(now * 1000) % 1000
-            self.pending.append(f"{self._stamp},{ms:03d} INFO {ACCESS.name}: {_message(fields)}\n")
+            self.pending.append(f"{self._stamp}{ms:03d} {self._name}{message}\n")
         if self._flush_at is None:
             try:
                 self._flush_at = asyncio.get_running_loop().call_later(0.2, self.flush)
@@ -104,34 +122,39 @@ class Lines:
                 pass
 
 
-def _message(fields: dict[str, Any]) -> str:
-    method, path, status = fields["method"], fields["path"], fields["status"]
-    return f"{method} {path} {status} {fields['ms']:.1f}ms {fields['actor']}"
-
-
 LINES = Lines()
 
 
 class AccessLog(AbstractAccessLogger):
+    """aiohttp makes one per connection from the class alone, so the app whose answers
+    it counts is a class attribute: ``per_app`` makes the class an app sets its ``app``
+    on (a request refused before routing, a 503 while shutting down, has no app)."""
+
+    app: web.Application | None = None
+
+    @classmethod
+    def per_app(cls) -> type[AccessLog]:
+        return type("AppAccessLog", (cls,), {})
+
     def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
         if request.method == "UNKNOWN":
             return  # a request the parser refused: web/serving.py logs its one line
-        try:
-            status = response.status
-            fields = {
-                "method": request.method,
-                "path": shown_path(request),
-                "status": status,
-                "ms": round(time * 1000, 1),
-                "actor": actor_kind(request, status),
-            }
-        except Exception:  # pragma: no cover - a request aiohttp could not even parse
-            return
-        LINES.add(fields)
+        status = response.status
+        if self.app is not None and isinstance(request, web.Request):
+            metrics = self.app.get(METRICS)
+            if metrics is not None:
+                metrics.answered(request, status, time)
+        if LINES.on and self.logger.isEnabledFor(logging.INFO):  # log_level is live
+            try:
+                path = shown_path(request)
+                actor = actor_kind(request, status)
+            except Exception:  # pragma: no cover - a request aiohttp could not even parse
+                return
+            LINES.add(request.method, path, status, time * 1000, actor)
 
     @property
     def enabled(self) -> bool:
-        return self.logger.isEnabledFor(logging.INFO)
+        return True  # answers are counted whatever the log level
 
 
 class JsonFormatter(logging.Formatter):
@@ -162,6 +185,7 @@ def setup_logging(level: str, log_format: str) -> None:
         formatter = logging.Formatter(TEXT_FORMAT)
     handler.setFormatter(formatter)
     LINES.json = log_format == "json"
+    LINES.on = True
     root = logging.getLogger()
     root.setLevel(level.upper())
     if not root.handlers:  # as logging.basicConfig: leave a host's handlers (pytest's) alone

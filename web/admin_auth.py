@@ -20,8 +20,7 @@ from aiohttp import web
 from hydraissue.errors import Forbidden
 from hydraissue.sessions import LoginThrottle, Session, Sessions
 from web.clientip import client_ip
-from web.keys import CONFIG, LOGIN_THROTTLE, SESSIONS, TRUSTED_PROXIES
-from web.middleware import Handler
+from web.keys import CONFIG, LOGIN_THROTTLE, SESSIONS, TRUSTED_PROXIES, Handler
 
 routes = web.RouteTableDef()
 COOKIE = "admin_session"
@@ -95,12 +94,10 @@ def cross_site() -> Forbidden:
     )
 
 
-@web.middleware
-async def admin_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every ``/admin`` request is the admin's or goes to the login form; every change
-    made with a session carries the session's CSRF token and comes from this site."""
-    if not is_admin_path(request.path):
-        return await handler(request)
+    made with a session carries the session's CSRF token and comes from this site.
+    (Called by web/middleware.py ``authenticate`` for the admin paths.)"""
     token = _bearer(request)
     if token is not None:
         if not token_ok(request, token):

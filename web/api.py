@@ -15,7 +15,7 @@ from hydraissue.model import Issue, etag_of
 from hydraissue.service import Outcome
 from projections.query import parse_list_query
 from web.forms import read_form, upload_limits
-from web.keys import CONFIG, ISSUE_JSON, RUNBOOK, SERVICE, STARTED
+from web.keys import CONFIG, ISSUE_JSON, RUNBOOK, SERVICE, STARTED, UPDATE_STATUS
 from web.middleware import fingerprint_form, idempotency_of, mark_replayed
 from web.params import known_params
 from web.representation import absolute_attachment
@@ -71,6 +71,9 @@ async def body_of(request: web.Request) -> object:
 async def health(request: web.Request) -> web.Response:
     known_params(request.query, ())
     status, extra = request.app[SERVICE].health()
+    update_status = request.app.get(UPDATE_STATUS)
+    if update_status is not None:  # hydraissue serve: the last check and its result
+        extra = {**extra, "update": update_status()}
     return json_response(
         {
             "service": "hydraissue",
@@ -118,7 +121,8 @@ async def list_issues(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/issues/{id}")
 async def get_issue(request: web.Request) -> web.Response:
-    known_params(request.query, ())
+    if request.rel_url.raw_query_string:  # the hot path: no query dict built for none
+        known_params(request.query, ())
     issue_id = issue_id_of(request)
     service = request.app[SERVICE]
     row = service.live_row(issue_id)

@@ -28,6 +28,7 @@ from web import (
     public,
     webhooks_api,
 )
+from web.accesslog import ACCESS, AccessLog
 from web.clientip import networks
 from web.keys import (
     CONFIG,
@@ -39,10 +40,10 @@ from web.keys import (
     SERVICE,
     STARTED,
     TRUSTED_PROXIES,
+    UPDATE_STATUS,
 )
-from web.metrics import count_requests
 from web.metrics import install as install_metrics
-from web.middleware import bearer_auth, errors, idempotency, security_headers
+from web.middleware import authenticate, errors, security_headers
 from web.reload import watching
 from web.render import age, when
 from web.representation import IssueJson
@@ -68,15 +69,22 @@ def create_app(
     clock: Callable[[], str] | None = None,
     config_file: Path | None = None,
     reload_config: Callable[[], Config] | None = None,
+    update_status: Callable[[], dict[str, object]] | None = None,
 ) -> web.Application:
     """``delivery_policy``, ``resolver`` and ``clock``: webhook retries, name lookups and
     event times, which a test shortens or controls; the defaults are the seed's numbers,
     the system's DNS and the wall clock. ``config_file`` and ``reload_config``: the file
-    to watch and how to load the config again (``hydraissue serve``; web/reload.py)."""
+    to watch and how to load the config again (``hydraissue serve``; web/reload.py).
+    ``update_status``: serve's automatic updates, for health's ``extra.update``."""
+    # every server of this app (serve's, a test's) writes request lines and counts
+    # answers through this access logger
+    access_log = AccessLog.per_app()
     app = web.Application(
-        middlewares=[count_requests, errors, admin_auth.admin_guard, bearer_auth, idempotency],
+        middlewares=[errors, authenticate],
         client_max_size=config.max_json_bytes,
+        handler_args={"access_log_class": access_log, "access_log": ACCESS},
     )
+    access_log.app = app
     app[CONFIG] = config
     app[RUNBOOK] = runbook_text()
     app[STARTED] = time.monotonic()
@@ -86,6 +94,8 @@ def create_app(
     app[TRUSTED_PROXIES] = networks(config.trusted_proxies)
     app[ISSUE_JSON] = IssueJson(config.public_url)  # absolute URLs in JSON
     app[KEY_LOCKS] = {}
+    if update_status is not None:
+        app[UPDATE_STATUS] = update_status
     app[FEED_KEEPALIVE] = feed_keepalive
     env = aiohttp_jinja2.setup(
         app,

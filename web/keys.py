@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 
 from hydraissue.config import Config
@@ -10,7 +12,12 @@ from hydraissue.service import Idempotency, IssueService
 from hydraissue.sessions import LoginThrottle, Sessions
 from web.representation import IssueJson
 
+# What a middleware calls next: the rest of the chain, then the route's handler.
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 CONFIG = web.AppKey("config", Config)
+# serve's automatic updates, as health and /metrics show them (hydraissue/updater.py)
+UPDATE_STATUS: web.AppKey[Callable[[], dict[str, object]]] = web.AppKey("update_status")
 SERVICE = web.AppKey("service", IssueService)
 ISSUE_JSON = web.AppKey("issue_json", IssueJson)
 STARTED = web.AppKey("started", float)

@@ -15,16 +15,16 @@ each is O(statuses + subscribers + webhooks), never O(issues).
 from __future__ import annotations
 
 import hmac
-import time
+from bisect import bisect_left
 from collections import Counter as Tally
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     Metric,
     SummaryMetricFamily,
 )
@@ -32,13 +32,62 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from hydraissue.model import Event
-from web.keys import CONFIG, SERVICE
+from web.keys import CONFIG, SERVICE, UPDATE_STATUS
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED = "unmatched"  # the route label of a request no route matched (a 404 or 405)
 # Seconds: from a cached page (well under a millisecond) to a large upload.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class RequestCounts(Collector):
+    """Requests answered and their latency, kept as plain numbers and turned into
+    metric families at scrape time.
+
+    prometheus-client's labelled children take a lock per update, two per request
+    (a tenth of a get-by-id's time with the label lookup); one event loop updates
+    these, so a dict and a list of bucket counts per route are enough.
+    """
+
+    def __init__(self) -> None:
+        self.answered: dict[tuple[str, str, int], int] = {}
+        # (route, method) -> a count per bucket (not cumulative), +Inf last, then the sum
+        self.latency: dict[tuple[str, str], list[float]] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        self.answered[key] = self.answered.get(key, 0) + 1
+        counts = self.latency.get(key[:2])
+        if counts is None:
+            counts = self.latency[key[:2]] = [0.0] * (len(BUCKETS) + 2)
+        counts[bisect_left(BUCKETS, seconds)] += 1  # a bound counts what equals it
+        counts[-1] += seconds
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        answered = CounterMetricFamily(
+            "hydraissue_http_requests",
+            "HTTP requests answered, by route template, method and status",
+            labels=["route", "method", "status"],
+        )
+        for (route, method, status), count in sorted(self.answered.items()):
+            answered.add_metric([route, method, str(status)], count)
+        yield answered
+        latency = HistogramMetricFamily(
+            "hydraissue_http_request_duration_seconds",
+            "Time from a request's arrival at the app to its answer, by route template",
+            labels=["route", "method"],
+        )
+        bounds = [str(b) for b in BUCKETS] + ["+Inf"]  # "0.001" … "30.0", as Go writes them
+        for labels, counts in sorted(self.latency.items()):
+            running, buckets = 0.0, []
+            for bound, in_bucket in zip(bounds, counts[:-1], strict=True):
+                running += in_bucket
+                buckets.append((bound, running))
+            latency.add_metric(list(labels), buckets, sum_value=counts[-1])
+        yield latency
 
 
 class Metrics:
@@ -46,47 +95,21 @@ class Metrics:
 
     def __init__(self, app: web.Application) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
-            "hydraissue_http_requests",
-            "HTTP requests answered, by route template, method and status",
-            ["route", "method", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "hydraissue_http_request_duration_seconds",
-            "Time from a request's arrival at the app to its answer, by route template",
-            ["route", "method"],
-            buckets=BUCKETS,
-            registry=self.registry,
-        )
+        self.requests = RequestCounts()
+        self.registry.register(self.requests)
         self.events = Counter(
             "hydraissue_events_appended",
             "Events committed to the event store since start, by type",
             ["type"],
             registry=self.registry,
         )
-        # The auto-updater (hydraissue/updater.py) runs outside the app; until it reports
-        # here this stays at 0 (docs/runbook.md, Metrics).
-        self.update_checks = Counter(
-            "hydraissue_update_checks",
-            "Checks for a newer release made by this process",
-            registry=self.registry,
-        )
         self.registry.register(ServiceCollector(app))
-        # The labelled children by their labels: prometheus-client's own lookup (a lock
-        # and a dict per call) was a tenth of a get-by-id's time.
-        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
-    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method, str(status))
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = (
-                self.requests.labels(*key),
-                self.latency.labels(route, method),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+    def answered(self, request: web.Request, status: int, seconds: float) -> None:
+        """One answer, by its route's template (never the raw path), with the time from
+        its arrival to its last byte written."""
+        method = request.method if request.method in METHODS else "other"
+        self.requests.observe(route_label(request), method, status, seconds)
 
     def committed(self, events: Sequence[Event]) -> None:
         """Commit listener: count a batch's events by type (inside the commit: cheap)."""
@@ -107,6 +130,13 @@ class ServiceCollector(Collector):
         return []  # families depend on what is running; nothing to check at register()
 
     def collect(self) -> Iterable[Metric]:
+        update_status = self.app.get(UPDATE_STATUS)
+        checks = update_status().get("checks", 0) if update_status is not None else 0
+        yield CounterMetricFamily(
+            "hydraissue_update_checks",
+            "Checks for a newer release made by this process (serve's automatic updates)",
+            value=_number(checks),
+        )
         service = self.app.get(SERVICE)
         if service is None:
             return
@@ -174,28 +204,14 @@ routes = web.RouteTableDef()
 
 
 def route_label(request: web.Request) -> str:
-    """The matched route's template (``/api/v1/issues/{id}``), never the raw path."""
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else UNMATCHED
-
-
-@web.middleware
-async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost middleware: every answer counted with the status the client got."""
-    started = time.perf_counter()
-    status = 500
+    """The matched route's template (``/api/v1/issues/{id}``), never the raw path; a
+    request answered before routing (a 503 while shutting down) or by no route is
+    ``unmatched``."""
     try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        metrics = request.app[METRICS]
-        route = route_label(request)
-        method = request.method if request.method in METHODS else "other"
-        metrics.observe(route, method, status, time.perf_counter() - started)
+        resource = request.match_info.route.resource
+    except (AssertionError, AttributeError):  # aiohttp's "not routed (yet)"
+        return UNMATCHED
+    return resource.canonical if resource is not None else UNMATCHED
 
 
 def _unauthorized(message: str) -> web.Response:
@@ -230,8 +246,8 @@ async def listening(app: web.Application) -> AsyncIterator[None]:
 
 
 def install(app: web.Application) -> None:
-    """The registry, the route and the commit listener (the middleware is in the
-    app's list: it must be the outermost)."""
+    """The registry, the route and the commit listener (answers are counted by the
+    app's access logger, web/accesslog.py)."""
     app[METRICS] = Metrics(app)
     app.add_routes(routes)
     app.cleanup_ctx.append(listening)

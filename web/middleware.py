@@ -1,4 +1,7 @@
-"""The cross-cutting edges: errors, security headers, bearer auth, idempotent POSTs."""
+"""The cross-cutting edges, as two middlewares (each layer costs every request a call):
+``errors`` (every failure in one shape) and ``authenticate`` (the API's bearer token,
+the admin guard, then ``keyed`` for a POST with an ``Idempotency-Key``); and security
+headers. (Request lines and request metrics are the access logger's: web/accesslog.py.)"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TypeVar
 
 import aiohttp_jinja2
@@ -19,16 +22,17 @@ from aiohttp.web_protocol import RequestPayloadError
 from hydraissue.errors import DomainError, Invalid, TooManyRequests
 from hydraissue.service import Idempotency
 from hydraissue.uploads import Received
+from web import admin_auth
 from web.clientip import client_ip
-from web.keys import CONFIG, IDEMPOTENCY, IDEMPOTENCY_KEY, KEY_LOCKS, TRUSTED_PROXIES
+from web.keys import CONFIG, IDEMPOTENCY, IDEMPOTENCY_KEY, KEY_LOCKS, TRUSTED_PROXIES, Handler
 from web.responses import JSON, error_body
 
 log = logging.getLogger("hydraissue.web")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 R = TypeVar("R", bound=web.StreamResponse)
 API = "/api/v1/"
 PUBLIC_API = frozenset({"/api/v1/health", "/api/v1/runbook"})
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 def wants_json(request: web.Request) -> bool:
@@ -116,9 +120,10 @@ HTML_SECURITY = {
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Pages get a strict CSP; uploads set their own (sandbox) in their handler."""
+    """Pages get a strict CSP; uploads set their own (sandbox) in their handler. (The
+    header itself, not ``response.content_type``: that parses it, on every request.)"""
     headers = response.headers
-    if response.content_type == "text/html":
+    if headers.get("Content-Type", "").startswith("text/html"):
         for name, value in HTML_SECURITY.items():
             headers.setdefault(name, value)
     elif "X-Content-Type-Options" not in headers:
@@ -126,9 +131,25 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
 
 
 @web.middleware
-async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith(API) or request.path in PUBLIC_API:
-        return await handler(request)
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The API takes the api token as a bearer token (but for health and the runbook);
+    ``/admin`` takes the admin's session or token (web/admin_auth.py); the rest is open.
+    A POST with an ``Idempotency-Key`` (API or public form) then goes through ``keyed``."""
+    path = request.path
+    if not path.startswith(API):
+        if admin_auth.is_admin_path(path):
+            return await admin_auth.guard(request, handler)
+    elif path not in PUBLIC_API:
+        refused = bearer_refusal(request)
+        if refused is not None:
+            return refused
+    if request.method == "POST" and IDEMPOTENCY_HEADER in request.headers:
+        return await keyed(request, handler)
+    return await handler(request)
+
+
+def bearer_refusal(request: web.Request) -> web.Response | None:
+    """The 401 for an API request without the api token, or None when it has it."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -146,7 +167,7 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
             None,
             **{"WWW-Authenticate": 'Bearer realm="hydraissue", error="invalid_token"'},
         )
-    return await handler(request)
+    return None
 
 
 @contextlib.asynccontextmanager
@@ -161,16 +182,13 @@ async def holding(locks: dict[str, asyncio.Lock], key: str) -> AsyncIterator[Non
             locks.pop(key, None)
 
 
-@web.middleware
-async def idempotency(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def keyed(request: web.Request, handler: Handler) -> web.StreamResponse:
     """An ``Idempotency-Key`` on a POST: scope it, fingerprint the request, hold its lock.
 
     The service looks the key up and commits it with the event it produces, so the
     record is as durable as the write; handlers mark a replayed answer.
     """
-    key = request.headers.get("Idempotency-Key")
-    if request.method != "POST" or key is None:
-        return await handler(request)
+    key = request.headers[IDEMPOTENCY_HEADER]
     if not key.strip() or len(key) > 255:
         raise Invalid("Idempotency-Key", "must be 1 to 255 characters")
     # Public clients' keys are scoped per client address: one client's key can neither

@@ -13,4 +13,5 @@ from hydraissue.parse import reject_unknown
 
 def known_params(params: Mapping[str, str], allowed: Sequence[str]) -> None:
     """Refuse the first unknown parameter, naming it and listing the accepted ones."""
-    reject_unknown(params, allowed, query=True)
+    if params:  # most requests have none: no sets built
+        reject_unknown(params, allowed, query=True)

@@ -39,7 +39,6 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
 from hydraissue.config import Config
-from web.accesslog import ACCESS, AccessLog
 
 log = logging.getLogger("hydraissue.serve")
 FLOOD_INTERVAL = 60.0
@@ -524,8 +523,6 @@ async def _serve(app: web.Application, config: Config, on_listening: Callable[[]
         app,
         limits,
         flood,
-        access_log_class=AccessLog,
-        access_log=ACCESS,
         keepalive_timeout=limits.keepalive_timeout,
         shutdown_timeout=limits.shutdown_timeout,
         handle_signals=False,
