@@ -31,10 +31,12 @@ bench: install
 
 # dist/hydraissue-linux-amd64 (a shiv zipapp), SHA256SUMS, latest.json and the release
 # server's tree dist/hydraissue/$(CHANNEL)/ (docs/runbook.md, Auto-Update). Not part of test.
+# SIGNING_KEY=key.pem (Ed25519) adds SHA256SUMS.sig, for servers with update.public_key.
 CHANNEL ?= production
+SIGNING_KEY ?=
 .PHONY: release
 release: install
-	$(BIN)/python tools/release.py --channel $(CHANNEL)
+	$(BIN)/python tools/release.py --channel $(CHANNEL) $(if $(SIGNING_KEY),--sign $(SIGNING_KEY))
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import logging
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -133,6 +136,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.dev:
         _dev_banner(config, fresh=not config_existed)
     updates = _serve_updates(config)  # hydraissue/updater.py: the periodic check
+    dev_restart = DevRestart() if args.dev else None
     try:
         # web/serving.py: connection limits, one access line per request, and a
         # shutdown bounded by shutdown_timeout_seconds (instead of web.run_app).
@@ -144,6 +148,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 config_file=(args.config or DEFAULT_CONFIG).expanduser(),
                 reload_config=lambda: _config(args, dev=args.dev),
                 update_status=updates.status,
+                code_reload=dev_restart,  # --dev: a code change restarts (web/devreload.py)
             ),
             config,
             lambda: print(
@@ -163,7 +168,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         lock.release()
     updates.reexec_if_installed()  # an update was installed: run it in this process
+    if dev_restart is not None and dev_restart.requested:
+        logging.shutdown()
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
     return 0
+
+
+class DevRestart:
+    """``serve --dev``'s restart on a code change: stop as on SIGTERM (in-flight
+    requests finish, the lock is released), then ``cmd_serve`` runs the command again."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> None:
+        self.requested = True
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _serve_updates(config: Config) -> Any:

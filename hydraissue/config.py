@@ -278,6 +278,14 @@ def _check_update(checked: Mapping[str, Any], source: str) -> None:
         )
     if checked.get("update_interval_hours", 6) == 0:
         raise ConfigError(f"{source}: update.interval_hours must be at least 1")
+    key = checked.get("update_public_key", "")
+    if key:
+        from hydraissue import signing
+
+        try:
+            signing.public_key(key)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: update.public_key {exc}") from None
 
 
 def _check_proxies(proxies: tuple[str, ...], source: str, key: str = "trusted_proxies") -> None:

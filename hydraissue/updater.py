@@ -18,9 +18,9 @@ tried again until a newer one appears; delete the file to retry it), and the old
 version is started again. The old code runs the trial: a broken release cannot be
 trusted to roll itself back.
 
-Signatures (``update.public_key``, Ed25519 over ``SHA256SUMS.sig``) are not checked by
-this build (the ``cryptography`` package is not a dependency): with a key configured,
-every update is refused rather than installed unchecked.
+Signatures (``update.public_key``): with a key configured, ``SHA256SUMS.sig`` must be
+there and verify (Ed25519 over SHA256SUMS' exact bytes, hydraissue/signing.py) before
+anything is downloaded; an unsigned or wrongly signed release is refused.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ import aiohttp
 import orjson
 
 from events.fsio import fsync_dir
+from hydraissue import signing
 from hydraissue.config import Config
 
 log = logging.getLogger("hydraissue.updater")
@@ -58,6 +59,7 @@ CHANNELS = ("production", "staging")
 DEFAULT_RELEASE_URL = "https://releases.experiencenet.com"
 MAX_LATEST_BYTES = 64 * 1024
 MAX_SUMS_BYTES = 1024 * 1024
+MAX_SIG_BYTES = 4096
 MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
 VERSION_TIMEOUT = 60.0
 TRIAL_SECONDS = 60.0  # the issue's "cannot start or serve /api/v1/health within 60 s"
@@ -245,19 +247,16 @@ class Updater:
 
     async def install(self, release: Release) -> None:
         """Download, verify and atomically install ``release``; nothing changes on a refusal."""
-        if self.public_key:
-            raise UpdateError(
-                "update.public_key is set, but this build cannot check Ed25519 signatures "
-                "(SHA256SUMS.sig); refusing unchecked releases: empty update.public_key "
-                "to trust the release server's checksums alone"
-            )
         folder = self.installed.parent
         if not os.access(folder, os.W_OK):
             raise UpdateError(
                 f"cannot write in {folder}: run the update as the user that owns {self.installed}"
             )
         self.say(f"fetching {release.sums_url}")
-        want = self._sum_for(await self._get(release.sums_url, MAX_SUMS_BYTES), release)
+        sums = await self._get(release.sums_url, MAX_SUMS_BYTES)
+        if self.public_key:
+            await self._check_signature(release, sums)
+        want = self._sum_for(sums, release)
         temp = folder / f".{self.installed.name}.{os.getpid()}.update"
         try:
             self.say(f"downloading {release.artifact_url} to {temp}")
@@ -282,6 +281,28 @@ class Updater:
                 temp.unlink()
 
     # -- steps ------------------------------------------------------------------------
+
+    async def _check_signature(self, release: Release, sums: bytes) -> None:
+        url = f"{release.sums_url}.sig"
+        try:
+            key = signing.public_key(self.public_key)
+        except ValueError as exc:
+            raise UpdateError(f"update.public_key {exc}; not installed") from None
+        self.say(f"fetching {url}")
+        try:
+            body = await self._get(url, MAX_SIG_BYTES)
+        except UpdateError as exc:
+            raise UpdateError(
+                f"release {release.version} is not signed ({exc}); update.public_key asks "
+                "for a valid SHA256SUMS.sig: not installed"
+            ) from None
+        sig = signing.signature(body)
+        if sig is None or not signing.verifies(key, sums, sig):
+            raise UpdateError(
+                f"{url} does not verify SHA256SUMS with update.public_key (a tampered "
+                "release, or signed with another key): not installed"
+            )
+        self.say("SHA256SUMS.sig verifies with update.public_key")
 
     def _sum_for(self, body: bytes, release: Release) -> str:
         for line in body.decode("utf-8", "replace").splitlines():

@@ -4,6 +4,7 @@ laid out as hydrarelease serves it, with small shell-script artifacts."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import os
@@ -18,8 +19,16 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
 import hydraissue
+from hydraissue import signing
 from hydraissue.config import ConfigError, check
 from hydraissue.updater import (
     AutoUpdater,
@@ -83,15 +92,17 @@ class ReleaseServer:
         channel: str = "production",
         sums: str | None = None,
         latest: bytes | None = None,
+        sign: Ed25519PrivateKey | None = None,
     ) -> Path:
         folder = self.root / "hydraissue" / channel / f"v{version}"
         folder.mkdir(parents=True, exist_ok=True)
         body = script(version) if artifact is None else artifact
         (folder / NAME).write_bytes(body)
         digest = hashlib.sha256(body).hexdigest()
-        (folder / "SHA256SUMS").write_text(
-            sums if sums is not None else f"{'0' * 64}  other-file\n{digest}  {NAME}\n"
-        )
+        sums_text = sums if sums is not None else f"{'0' * 64}  other-file\n{digest}  {NAME}\n"
+        (folder / "SHA256SUMS").write_text(sums_text)
+        if sign is not None:
+            (folder / "SHA256SUMS.sig").write_bytes(sign.sign(sums_text.encode()))
         latest_body = json.dumps({"version": version}).encode() if latest is None else latest
         (self.root / "hydraissue" / channel / "latest.json").write_bytes(latest_body)
         return folder
@@ -327,15 +338,66 @@ async def test_a_missing_channel_or_a_server_that_is_down_is_a_clear_error(
     assert installed.folder_listing() == [NAME]
 
 
-async def test_a_configured_public_key_refuses_unsigned_releases(
+def public_hex(key: Ed25519PrivateKey) -> str:
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+
+
+async def test_a_release_signed_with_the_configured_key_is_installed(
     releases: ReleaseServer, installed: Installed
 ) -> None:
-    """This build cannot check signatures; with a key set it refuses rather than trusts."""
-    releases.publish("1.3.0")
-    async with installed.updater(releases.url, public_key="MCowBQYDK2VwAyEA") as updater:
-        with pytest.raises(UpdateError, match="cannot check Ed25519 signatures"):
+    key = Ed25519PrivateKey.generate()
+    releases.publish("1.3.0", sign=key)
+    async with installed.updater(releases.url, public_key=public_hex(key)) as updater:
+        assert (await updater.update()).outcome == "installed"
+    assert installed.path.read_bytes() == script("1.3.0")
+    assert "SHA256SUMS.sig verifies with update.public_key" in installed.lines
+
+
+@pytest.mark.parametrize("case", ["unsigned", "other key", "tampered sums", "garbage"])
+async def test_a_configured_public_key_refuses_what_it_cannot_verify(
+    releases: ReleaseServer, installed: Installed, case: str
+) -> None:
+    key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    folder = releases.publish("1.3.0", sign={"unsigned": None, "other key": other}.get(case, key))
+    if case == "tampered sums":  # the signature was made over other checksums
+        digest = hashlib.sha256(b"evil").hexdigest()
+        (folder / NAME).write_bytes(b"evil")
+        (folder / "SHA256SUMS").write_text(f"{digest}  {NAME}\n")
+    if case == "garbage":
+        (folder / "SHA256SUMS.sig").write_bytes(b"not a signature")
+    why = "is not signed" if case == "unsigned" else "does not verify SHA256SUMS"
+    async with installed.updater(releases.url, public_key=public_hex(key)) as updater:
+        with pytest.raises(UpdateError, match=why):
             await updater.update()
     assert installed.folder_listing() == [NAME]
+    assert installed.path.read_bytes() == script("1.2.0") and installed.restarts == []
+
+
+def test_the_public_key_is_checked_with_the_config() -> None:
+    key = Ed25519PrivateKey.generate()
+    pem = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    raw = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    for good in (public_hex(key), base64.b64encode(raw).decode(), pem.decode()):
+        check({"update": {"public_key": good}}, "config.yaml")
+    with pytest.raises(ConfigError, match=r"update\.public_key must be an Ed25519 public key"):
+        check({"update": {"public_key": "MCowBQYDK2VwAyEA"}}, "config.yaml")
+
+
+def test_make_release_signs_the_checksums(tmp_path: Path) -> None:
+    """tools/release.py --sign: SHA256SUMS.sig beside SHA256SUMS, verifying with its key."""
+    from tools.release import lay_out
+
+    key = Ed25519PrivateKey.generate()
+    key_file = tmp_path / "key.pem"
+    key_file.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    artifact = tmp_path / "dist" / NAME
+    artifact.parent.mkdir()
+    artifact.write_bytes(script("0.1.0"))
+    folder = lay_out(artifact, tmp_path / "dist", "0.1.0", "production", key_file)
+    sums = (folder / "SHA256SUMS").read_bytes()
+    sig = signing.signature((folder / "SHA256SUMS.sig").read_bytes())
+    assert sig is not None
+    assert signing.verifies(signing.public_key(public_hex(key)), sums, sig)
 
 
 async def test_channels_are_separate(releases: ReleaseServer, installed: Installed) -> None:

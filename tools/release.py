@@ -5,6 +5,7 @@
     dist/hydraissue/{channel}/latest.json                 {"version": "0.1.0"}
     dist/hydraissue/{channel}/v{version}/hydraissue-linux-amd64
     dist/hydraissue/{channel}/v{version}/SHA256SUMS       "<hex>  hydraissue-linux-amd64"
+    dist/hydraissue/{channel}/v{version}/SHA256SUMS.sig   with --sign KEY.pem (Ed25519)
 
 Copy ``dist/hydraissue/`` to the release server's root as it is. The zipapp holds every
 dependency's wheels (built for this machine: linux, amd64, CPython 3.11) and runs with
@@ -72,8 +73,28 @@ def build_zipapp(out: Path) -> None:
     out.chmod(0o755)
 
 
-def lay_out(artifact: Path, dist: Path, version: str, channel: str) -> Path:
-    """SHA256SUMS and latest.json beside the artifact, and the server's tree; its folder."""
+def signature(key_file: Path, data: bytes) -> bytes:
+    """The Ed25519 signature of ``data`` (``update.public_key`` checks it on install)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        key = load_pem_private_key(key_file.read_bytes(), password=None)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"release: cannot read the signing key {key_file}: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SystemExit(
+            f"release: {key_file} is not an Ed25519 private key "
+            "(openssl genpkey -algorithm ed25519 -out key.pem)"
+        )
+    return key.sign(data)
+
+
+def lay_out(
+    artifact: Path, dist: Path, version: str, channel: str, sign: Path | None = None
+) -> Path:
+    """SHA256SUMS (and its signature) and latest.json beside the artifact, and the
+    server's tree; its folder."""
     name = artifact.name
     sums = f"{sha256(artifact)}  {name}\n"
     latest = json.dumps({"version": version}) + "\n"
@@ -84,6 +105,10 @@ def lay_out(artifact: Path, dist: Path, version: str, channel: str) -> Path:
     shutil.copy2(artifact, folder / name)
     (folder / name).chmod(0o755)
     (folder / "SHA256SUMS").write_text(sums)
+    if sign is not None:
+        signed = signature(sign, sums.encode())
+        (dist / "SHA256SUMS.sig").write_bytes(signed)
+        (folder / "SHA256SUMS.sig").write_bytes(signed)
     (dist / PROJECT / channel / "latest.json").write_text(latest)
     return folder
 
@@ -106,12 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--channel", default="production", choices=("production", "staging"))
     parser.add_argument("--dist", type=Path, default=ROOT / "dist")
+    parser.add_argument("--sign", type=Path, help="PEM Ed25519 private key: SHA256SUMS.sig")
     args = parser.parse_args(argv)
+    if args.sign is not None:
+        signature(args.sign, b"")  # a bad key fails before the build, not after
     version = project_version()
     artifact = args.dist / f"{PROJECT}-{PLATFORM}"
     build_zipapp(artifact)
     smoke(artifact, version)
-    folder = lay_out(artifact, args.dist, version, args.channel)
+    folder = lay_out(artifact, args.dist, version, args.channel, args.sign)
     print(f"release {version} ({args.channel}): {artifact} ({artifact.stat().st_size} bytes)")
     print(f"  serve {args.dist / PROJECT} as {{release_url}}/{PROJECT}/ ({folder})")
     return 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import aiohttp_jinja2
@@ -23,6 +23,7 @@ from web import (
     admin_insight,
     admin_ops,
     api,
+    devreload,
     feed,
     insight_api,
     public,
@@ -70,12 +71,16 @@ def create_app(
     config_file: Path | None = None,
     reload_config: Callable[[], Config] | None = None,
     update_status: Callable[[], dict[str, object]] | None = None,
+    code_reload: Callable[[], None] | None = None,
+    code_dirs: Sequence[Path] | None = None,
 ) -> web.Application:
     """``delivery_policy``, ``resolver`` and ``clock``: webhook retries, name lookups and
     event times, which a test shortens or controls; the defaults are the seed's numbers,
     the system's DNS and the wall clock. ``config_file`` and ``reload_config``: the file
     to watch and how to load the config again (``hydraissue serve``; web/reload.py).
-    ``update_status``: serve's automatic updates, for health's ``extra.update``."""
+    ``update_status``: serve's automatic updates, for health's ``extra.update``.
+    ``code_reload``: ``serve --dev``'s restart, called once when the code in ``code_dirs``
+    (default: this checkout's packages) changes (web/devreload.py)."""
     # every server of this app (serve's, a test's) writes request lines and counts
     # answers through this access logger
     access_log = AccessLog.per_app()
@@ -126,6 +131,9 @@ def create_app(
     install_metrics(app)  # GET /metrics; its commit listener, once the storage runs
     if config_file is not None and reload_config is not None:
         app.cleanup_ctx.append(watching(config_file, reload_config))  # live config
+    if code_reload is not None:
+        dirs = list(code_dirs) if code_dirs is not None else devreload.source_dirs()
+        app.cleanup_ctx.append(devreload.watching_code(dirs, code_reload))
     app.on_shutdown.append(_close_feeds)
     return app
 

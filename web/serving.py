@@ -45,6 +45,7 @@ FLOOD_INTERVAL = 60.0
 BODY_MIN_RATE = 1024  # bytes a second a body must keep up once body_timeout is spent
 BAD_REQUESTS_LOGGED = 20  # per interval, one line each; the rest are counted
 SWEEP = 0.25  # seconds between checks of connections waiting for headers
+LINGER = 0.5  # seconds a connection given a fixed 503/408 stays open, reading, before closing
 Handler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
 
 HTML_HEADERS = {
@@ -281,6 +282,7 @@ class GuardedHandler(RequestHandler):
         super().__init__(manager, **kwargs)
         self.guard = manager
         self.refused = False
+        self.answered_early = False  # a fixed 503/408 was written: what comes is dropped
         self.body_timer: asyncio.TimerHandle | None = None
         self.body_request: BaseRequest | None = None
         self.body_bytes = 0
@@ -294,9 +296,7 @@ class GuardedHandler(RequestHandler):
                 "refused", "connections", f"over max_connections ({guard.limits.max_connections})"
             )
             assert isinstance(transport, asyncio.Transport)
-            with contextlib.suppress(OSError, RuntimeError):
-                transport.write(OVER_CAPACITY)
-            transport.close()
+            self.answer_and_close(transport, OVER_CAPACITY)
             return
         super().connection_made(transport)
         self.start_header_clock()
@@ -321,7 +321,20 @@ class GuardedHandler(RequestHandler):
     def stop_header_clock(self) -> None:
         self.guard.awaiting.pop(self, None)
 
+    def answer_and_close(self, transport: asyncio.Transport, answer: bytes) -> None:
+        """Write a fixed answer, half-close, and close a moment later. Closing at once,
+        with bytes the client sent still unread, resets the connection, and the reset
+        can destroy the answer before the client reads it."""
+        self.answered_early = True
+        with contextlib.suppress(OSError, RuntimeError):
+            transport.write(answer)
+            if transport.can_write_eof():
+                transport.write_eof()
+        self._loop.call_later(LINGER, transport.close)
+
     def data_received(self, data: bytes) -> None:
+        if self.answered_early:
+            return  # after a fixed answer: read and dropped until the close
         if self.body_request is not None:
             self.body_bytes += len(data)
         elif not self._request_in_progress and not self._messages:
@@ -340,9 +353,10 @@ class GuardedHandler(RequestHandler):
             f"request headers not complete within header_timeout_seconds "
             f"({self.guard.limits.header_timeout:g}); answered 408",
         )
-        with contextlib.suppress(OSError, RuntimeError):
-            self.transport.write(HEADER_TIMEOUT)
-        self.force_close()
+        transport = self.transport
+        assert isinstance(transport, asyncio.Transport)
+        self.answer_and_close(transport, HEADER_TIMEOUT)
+        self._loop.call_later(LINGER, self.force_close)  # ends the wait for a request
 
     # -- bodies --------------------------------------------------------------------
 
