@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
-from tests.conftest import AUTH, start_server, stop
+from tests.conftest import AUTH, free_port, start_server, stop
 
 BOUNDARY = "hydraissue-slow-upload"
 
@@ -129,3 +130,57 @@ async def test_sigterm_when_idle_exits_at_once(tmp_path: Path) -> None:
     assert stop(server, signal.SIGTERM) == 0
     assert time.monotonic() - started < 3
     assert "INFO hydraissue.serve: stopped" in server.output()
+
+
+async def test_a_request_still_running_at_the_deadline_is_answered_503(tmp_path: Path) -> None:
+    """A ping to a receiver that never answers outlives 0.9 T of a 2 s shutdown: it is
+    cancelled then, and its client gets a 503 with Retry-After, not a closed socket."""
+    reached, release = asyncio.Event(), asyncio.Event()
+
+    async def never(request: web.Request) -> web.Response:
+        reached.set()
+        await release.wait()
+        return web.Response()
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", never)
+    runner = web.AppRunner(receiver, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    home = tmp_path / "home"
+    (home / ".hydraissue").mkdir(parents=True)
+    (home / ".hydraissue" / "config.yaml").write_text(
+        "shutdown_timeout_seconds: 2\nwebhooks:\n  allow_private_targets: true\n"
+    )
+    server = await start_server(tmp_path / "data", home, tmp_path / "server.log")
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(
+                f"{server.url}/api/v1/webhooks",
+                json={"url": f"http://127.0.0.1:{port}/hook", "events": ["*"]},
+                headers=AUTH,
+            ) as resp:
+                assert resp.status == 201, await resp.text()
+                hook = (await resp.json())["id"]
+
+            async def ping() -> tuple[int, str | None]:
+                async with session.post(
+                    f"{server.url}/api/v1/webhooks/{hook}/ping", headers=AUTH
+                ) as resp:
+                    return resp.status, resp.headers.get("Retry-After")
+
+            pinging = asyncio.create_task(ping())
+            await asyncio.wait_for(reached.wait(), 5)  # the ping waits on the receiver
+            started = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            status, retry = await asyncio.wait_for(pinging, 5)
+        code = await asyncio.to_thread(server.proc.wait, 5)
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+        stop(server, signal.SIGKILL)
+        await runner.cleanup()
+    assert (status, retry) == (503, "2"), server.output()
+    assert code == 0 and elapsed < 2.5, (code, elapsed)
+    assert "did not finish in time: cancelled, answered 503" in server.output()

@@ -156,10 +156,14 @@ def refusal(request: BaseRequest, status: int, text: str, retry_after: int | Non
 
 
 class Flight:
-    __slots__ = ("cut",)
+    """One request in flight: the task running it (cancelled if it outlives the
+    shutdown's 0.9 T) and the status the wrapper answers when it was cut short."""
 
-    def __init__(self) -> None:
+    __slots__ = ("cut", "task")
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
         self.cut: int | None = None
+        self.task = task
 
 
 class GuardedServer(Server):
@@ -210,13 +214,18 @@ class GuardedServer(Server):
             return refusal(
                 request, 503, "the server is restarting; retry shortly", self.retry_after
             )
-        flight = Flight()
+        flight = Flight(asyncio.current_task())
         self.inflight[id(request)] = (request, flight)
         self.idle.clear()
         protocol = request.protocol
         watched = isinstance(protocol, GuardedHandler) and protocol.watch_body(request)
         try:
             response = await self.app_handler(request)
+        except asyncio.CancelledError:
+            if flight.cut != 503 or not self.draining or request.writer.output_size:
+                raise  # the client left, aiohttp's own cancel, or an answer under way
+            # cancelled at 0.9 T of a shutdown (``drain``): this request gets its answer
+            response = web.Response(status=503)
         finally:
             del self.inflight[id(request)]
             if not self.inflight:
@@ -266,8 +275,15 @@ class GuardedServer(Server):
             await asyncio.wait_for(self.idle.wait(), max(0.0, self.deadline - loop.time()))
         if self.inflight:
             log.warning(
-                "shutdown: %d request(s) did not finish in time: cancelled", len(self.inflight)
+                "shutdown: %d request(s) did not finish in time: cancelled, answered 503",
+                len(self.inflight),
             )
+            for _, flight in list(self.inflight.values()):
+                flight.cut = 503
+                if flight.task is not None:
+                    flight.task.cancel()
+            with contextlib.suppress(TimeoutError):  # their 503s are written
+                await asyncio.wait_for(self.idle.wait(), 0.05 * total)
 
     async def shutdown(self, timeout: float | None = None) -> None:
         loop = asyncio.get_running_loop()
