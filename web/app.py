@@ -44,7 +44,7 @@ from web.keys import (
     UPDATE_STATUS,
 )
 from web.metrics import install as install_metrics
-from web.middleware import authenticate, errors, security_headers
+from web.middleware import authenticate, errors
 from web.reload import watching
 from web.render import age, when
 from web.representation import IssueJson
@@ -110,7 +110,6 @@ def create_app(
     env.globals["human"] = human
     env.filters["when"] = when
     env.filters["age"] = age
-    app.on_response_prepare.append(security_headers)
     app.add_routes(api.routes)
     app.add_routes(feed.routes)
     app.add_routes(webhooks_api.routes)

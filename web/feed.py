@@ -291,6 +291,7 @@ async def _stream(
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",
+            "X-Content-Type-Options": "nosniff",
         }
     )
     await response.prepare(request)

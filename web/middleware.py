@@ -72,25 +72,37 @@ def _json_error(status: int, error: str, detail: object = None, **headers: str) 
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """One place turns every failure into the error shape; bad input never becomes a 500."""
+    """One place turns every failure into the error shape (bad input never becomes a
+    500) and gives every answer its security headers (here rather than in an
+    ``on_response_prepare`` signal, which cost every request an awaited dispatch)."""
     try:
-        return await handler(request)
-    except DomainError as exc:
+        response = await handler(request)
+    except Exception as exc:
+        response = failure(request, exc)
+    secure(response)
+    return response
+
+
+def failure(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The answer to what a handler raised (called in its ``except``); a redirect is
+    raised again, with its headers, for aiohttp to send."""
+    if isinstance(exc, DomainError):
         extra = {}
         if isinstance(exc, TooManyRequests):
             extra["Retry-After"] = str(exc.retry_after)
         if not wants_json(request):
             return html_message(request, exc.status, exc.message, extra)
         return _json_error(exc.status, exc.message, exc.detail, **extra)
-    except (RequestPayloadError, HttpProcessingError) as exc:
+    if isinstance(exc, RequestPayloadError | HttpProcessingError):
         # A body aiohttp could not read (bad gzip, broken chunking): the client's fault.
         message = f"the request body could not be read ({str(exc).strip()})"
         if not wants_json(request):
             return html_message(request, 400, message, {})
         return _json_error(400, message)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            secure(exc)
+            raise exc
         allow = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         if not wants_json(request):
             text = HTML_REASONS.get(exc.status, exc.reason)
@@ -101,11 +113,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             413: "request body is too large",
         }
         return _json_error(exc.status, reasons.get(exc.status, exc.reason), None, **allow)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        if not wants_json(request):
-            return html_message(request, 500, "Something broke on our side; it was logged.", {})
-        return _json_error(500, "internal error; the server log has the details")
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    if not wants_json(request):
+        return html_message(request, 500, "Something broke on our side; it was logged.", {})
+    return _json_error(500, "internal error; the server log has the details")
 
 
 HTML_SECURITY = {
@@ -119,9 +130,12 @@ HTML_SECURITY = {
 }
 
 
-async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Pages get a strict CSP; uploads set their own (sandbox) in their handler. (The
-    header itself, not ``response.content_type``: that parses it, on every request.)"""
+def secure(response: web.StreamResponse) -> None:
+    """Pages get a strict CSP; uploads set their own (sandbox) in their handler; a
+    stream the handler already started (the SSE feed) set its own. (The header itself,
+    not ``response.content_type``: that parses it, on every request.)"""
+    if response.prepared:
+        return
     headers = response.headers
     if headers.get("Content-Type", "").startswith("text/html"):
         for name, value in HTML_SECURITY.items():
