@@ -456,12 +456,14 @@ class AutoUpdater:
         *,
         jitter: float = 0.1,
         first: float = 0.1,
+        first_delay: float | None = None,
         rng: Callable[[], float] = random.random,
     ) -> None:
         self.make = make
         self.interval = interval
         self.jitter = jitter
         self.first = first
+        self.first_delay = first_delay  # seconds, instead of a random part of ``first``
         self.rng = rng
         self.last_check: str | None = None
         self.last_result: Result | None = None
@@ -469,6 +471,8 @@ class AutoUpdater:
 
     def delay(self, *, first: bool = False) -> float:
         if first:
+            if self.first_delay is not None:
+                return self.first_delay
             return self.interval * self.first * self.rng()
         return self.interval * (1 + self.jitter * (2 * self.rng() - 1))
 
@@ -610,6 +614,25 @@ def _healthy(url: str) -> bool:
         return False
 
 
+FIRST_CHECK = "HYDRAISSUE_UPDATE_FIRST_CHECK_SECONDS"
+
+
+def _first_check(env: dict[str, str] | None) -> float | None:
+    """``HYDRAISSUE_UPDATE_FIRST_CHECK_SECONDS``: the first check that many seconds after
+    start (a fleet staggers its checks by itself; one server may want to look at once)."""
+    raw = (os.environ if env is None else env).get(FIRST_CHECK, "")
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < 1e9:
+        log.warning("%s=%r is not a number of seconds; ignored", FIRST_CHECK, raw)
+        return None
+    return seconds
+
+
 def serve_updates(config: Config, *, env: dict[str, str] | None = None) -> ServeUpdates:
     """The automatic updates of ``serve`` under ``config`` (off in --dev, with
     HYDRA_AUTO_UPDATE=off, update.enabled false, or outside a release artifact)."""
@@ -635,7 +658,9 @@ def serve_updates(config: Config, *, env: dict[str, str] | None = None) -> Serve
             restart=updates.request_restart,
         )
 
-    updates.auto = AutoUpdater(make, config.update_interval_hours * 3600.0)
+    updates.auto = AutoUpdater(
+        make, config.update_interval_hours * 3600.0, first_delay=_first_check(env)
+    )
     updates.start()
     log.info(
         "automatic updates every %d h from %s/%s/%s",

@@ -12,9 +12,11 @@ import re
 import signal
 import subprocess
 import sys
+import zipapp
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -39,7 +41,7 @@ from hydraissue.updater import (
     failed_file,
     parse_version,
 )
-from tests.conftest import REPO, free_port, start_server, stop
+from tests.conftest import REPO, Server, free_port, server_env, start_server, stop
 
 NAME = "hydraissue-linux-amd64"
 
@@ -554,3 +556,94 @@ def test_the_release_target_exists_and_the_version_matches() -> None:
     from tools.release import project_version
 
     assert project_version() == hydraissue.__version__
+
+
+def launcher(folder: Path, version: str, *, serve_fails: bool = False) -> bytes:
+    """A release artifact for the end-to-end test: a zipapp (so ``serve`` takes itself
+    for an installed release) that runs this checkout as ``version``."""
+    source = folder / f"launcher-{version}"
+    source.mkdir(parents=True, exist_ok=True)
+    (source / "__main__.py").write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "import hydraissue\n"
+        f"hydraissue.__version__ = {version!r}\n"
+        f"if {serve_fails!r} and sys.argv[1:2] == ['serve']:\n"
+        "    sys.exit(3)  # a release that cannot start\n"
+        "from hydraissue.cli import main\n"
+        "sys.exit(main())\n"
+    )
+    target = folder / f"launcher-{version}.pyz"
+    zipapp.create_archive(source, target, interpreter=sys.executable)
+    return target.read_bytes()
+
+
+async def health_of(url: str) -> dict[str, Any] | None:
+    try:
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/api/v1/health") as r:
+            return dict(await r.json()) if r.status == 200 else None
+    except (aiohttp.ClientError, OSError):
+        return None
+
+
+async def until_health(url: str, proc: subprocess.Popen[bytes], log: Path, want: Any) -> None:
+    """Poll health until ``want(health)`` holds (the server answers with the version)."""
+    deadline = asyncio.get_running_loop().time() + 60
+    while asyncio.get_running_loop().time() < deadline:
+        assert proc.poll() is None, log.read_text()
+        health = await health_of(url)
+        if health is not None and want(health):
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail(f"health never matched:\n{log.read_text()}")
+
+
+async def test_serve_updates_itself_and_rolls_back_a_release_that_cannot_start(
+    releases: ReleaseServer, tmp_path: Path
+) -> None:
+    """The whole hand-over, as a deployed server does it: the running artifact finds a
+    newer release, installs it, stops, tries it, and executes it (same PID); a later
+    release that cannot start is rolled back and held back."""
+    installed = tmp_path / "opt" / NAME
+    installed.parent.mkdir()
+    v1_0, v1_1 = launcher(tmp_path, "1.0.0"), launcher(tmp_path, "1.1.0")
+    installed.write_bytes(v1_0)
+    installed.chmod(0o755)
+    releases.publish("1.1.0", v1_1)
+    home = tmp_path / "home"
+    (home / ".hydraissue").mkdir(parents=True)
+    (home / ".hydraissue" / "config.yaml").write_text(
+        f"update:\n  release_url: {releases.url}\n  interval_hours: 1\n"
+    )
+    env = {k: v for k, v in server_env(home).items() if k != "HYDRA_AUTO_UPDATE"}
+    env["HYDRAISSUE_UPDATE_FIRST_CHECK_SECONDS"] = "0.2"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [str(installed), "serve", "--data-dir", str(tmp_path / "data")]
+    command += ["--listen", f"127.0.0.1:{port}"]
+
+    def start(log: Path) -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    log = tmp_path / "serve.log"
+    proc = start(log)
+    try:
+        await until_health(url, proc, log, lambda h: h["version"] == "1.1.0")
+        assert installed.read_bytes() == v1_1
+        assert installed.with_name(NAME + ".backup").read_bytes() == v1_0
+        assert "update 1.1.0 passed its trial" in log.read_text()
+        assert stop(Server(proc, url, log), signal.SIGTERM) == 0
+
+        releases.publish("1.2.0", launcher(tmp_path, "1.2.0", serve_fails=True))
+        proc = start(log)
+        await until_health(url, proc, log, lambda h: h["extra"]["update"]["held_back"] == ["1.2.0"])
+        health = await health_of(url)
+        assert health is not None and health["version"] == "1.1.0"
+        text = log.read_text()
+        assert "update 1.2.0 failed its trial (it exited with code 3" in text
+        assert installed.read_bytes() == v1_1  # the backup is back
+        assert stop(Server(proc, url, log), signal.SIGTERM) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
