@@ -103,6 +103,16 @@ def free_port() -> int:
         return port
 
 
+async def local_site(app: web.Application) -> tuple[web.AppRunner, str]:
+    """A small aiohttp app of a test's own (a release server, a webhook receiver) on a
+    free loopback port: its runner (clean it up) and its base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"http://127.0.0.1:{port}"
+
+
 def server_env(home: Path) -> dict[str, str]:
     """The environment of a server under test: our tokens, none of the caller's
     ``HYDRAISSUE_*`` settings, and a home of its own."""

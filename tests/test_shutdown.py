@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tests.conftest import AUTH, free_port, start_server, stop
+from tests.conftest import AUTH, local_site, start_server, stop
 
 BOUNDARY = "hydraissue-slow-upload"
 
@@ -144,10 +144,7 @@ async def test_a_request_still_running_at_the_deadline_is_answered_503(tmp_path:
 
     receiver = web.Application()
     receiver.router.add_post("/hook", never)
-    runner = web.AppRunner(receiver, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner, receiver_url = await local_site(receiver)
     home = tmp_path / "home"
     (home / ".hydraissue").mkdir(parents=True)
     (home / ".hydraissue" / "config.yaml").write_text(
@@ -158,7 +155,7 @@ async def test_a_request_still_running_at_the_deadline_is_answered_503(tmp_path:
         async with aiohttp.ClientSession() as session:
             async with session.post(
                 f"{server.url}/api/v1/webhooks",
-                json={"url": f"http://127.0.0.1:{port}/hook", "events": ["*"]},
+                json={"url": f"{receiver_url}/hook", "events": ["*"]},
                 headers=AUTH,
             ) as resp:
                 assert resp.status == 201, await resp.text()

@@ -41,7 +41,15 @@ from hydraissue.updater import (
     failed_file,
     parse_version,
 )
-from tests.conftest import REPO, Server, free_port, server_env, start_server, stop
+from tests.conftest import (
+    REPO,
+    Server,
+    free_port,
+    local_site,
+    server_env,
+    start_server,
+    stop,
+)
 
 NAME = "hydraissue-linux-amd64"
 
@@ -116,11 +124,8 @@ async def releases(tmp_path: Path) -> AsyncIterator[ReleaseServer]:
     root.mkdir()
     app = web.Application()
     app.router.add_static("/", root)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield ReleaseServer(root, f"http://127.0.0.1:{port}", runner)
+    runner, url = await local_site(app)
+    yield ReleaseServer(root, url, runner)
     await runner.cleanup()
 
 

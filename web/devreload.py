@@ -10,13 +10,14 @@ changes its code through the updater, never underneath itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 from aiohttp import web
 from watchfiles import Change, awatch
+
+from web.reload import running
 
 log = logging.getLogger("hydraissue.dev")
 
@@ -37,26 +38,16 @@ def _is_code(change: Change, path: str) -> bool:
 def watching_code(
     dirs: Sequence[Path], restart: Callable[[], None]
 ) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def run(stop: asyncio.Event) -> None:
+        async for changes in awatch(*dirs, watch_filter=_is_code, stop_event=stop):
+            names = sorted({Path(path).name for _, path in changes})
+            log.info("code changed (%s): restarting", ", ".join(names[:5]))
+            restart()
+            return
+
     async def watch(app: web.Application) -> AsyncIterator[None]:
-        stop = asyncio.Event()
-
-        async def run() -> None:
-            async for changes in awatch(*dirs, watch_filter=_is_code, stop_event=stop):
-                names = sorted({Path(path).name for _, path in changes})
-                log.info("code changed (%s): restarting", ", ".join(names[:5]))
-                restart()
-                return
-
-        logging.getLogger("watchfiles").setLevel(logging.WARNING)
-        task = asyncio.create_task(run(), name="dev-code-watcher")
-        log.info("dev: restarting when the code in %s changes", ", ".join(d.name for d in dirs))
-        yield
-        stop.set()
-        try:
-            await asyncio.wait_for(task, 5)
-        except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        async with running("dev-code-watcher", run):
+            log.info("dev: restarting when the code in %s changes", ", ".join(d.name for d in dirs))
+            yield
 
     return watch

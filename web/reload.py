@@ -20,7 +20,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -225,12 +225,26 @@ def watching(
 
     async def watch(app: web.Application) -> AsyncIterator[None]:
         watcher = ConfigWatcher(app, path, load)
-        # watchfiles logs "1 change detected" at INFO for every save; our own line says more
-        logging.getLogger("watchfiles").setLevel(logging.WARNING)
-        stop = asyncio.Event()
-        task = asyncio.create_task(watcher.run(stop), name="config-watcher")
-        log.debug("config: watching %s for changes", watcher.path)
+        async with running("config-watcher", watcher.run):
+            log.debug("config: watching %s for changes", watcher.path)
+            yield
+
+    return watch
+
+
+@contextlib.asynccontextmanager
+async def running(
+    name: str, run: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+) -> AsyncIterator[None]:
+    """A file watcher's task for as long as the block: ``run(stop)`` until ``stop`` is
+    set at the end (then up to 5 s to finish, else it is cancelled)."""
+    # watchfiles logs "1 change detected" at INFO for every save; our own lines say more
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(stop), name=name)
+    try:
         yield
+    finally:
         stop.set()
         try:
             await asyncio.wait_for(task, 5)
@@ -238,5 +252,3 @@ def watching(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-    return watch
