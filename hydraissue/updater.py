@@ -10,13 +10,15 @@ SHA256SUMS line, and ``<artifact> version`` printing the expected version), then
 installed one is kept as ``<path>.backup`` and the new one renamed over it (atomic);
 last, ``restart`` is called. Any refusal leaves the installed artifact as it was.
 
-``serve`` hands over to a new version only after a trial (``try_release``): once it has
-stopped serving, it starts the new artifact with the same arguments on a spare
-loopback port and waits up to 60 s for ``/api/v1/health`` to answer 200. If it does
-not, the backup is renamed back, the version is written to ``<path>.failed`` (never
-tried again until a newer one appears; delete the file to retry it), and the old
-version is started again. The old code runs the trial: a broken release cannot be
-trusted to roll itself back.
+``serve`` stages a verified download as ``<path>.staged`` instead (``stage``) and hands
+over only after a trial (``try_release``): once it has stopped serving, it starts the
+staged artifact with the same arguments on a spare loopback port and waits up to 60 s
+for ``/api/v1/health`` to answer 200. Then the running artifact is kept as the backup
+and the staged one renamed over it; if the trial fails, the staged file is removed,
+the version written to ``<path>.failed`` (never tried again until a newer one appears;
+delete the file to retry it), and the running version started again. The installed
+file is never the untried one, so a crash during the trial restarts the old version;
+and the old code runs the trial: a broken release cannot be trusted to judge itself.
 
 Signatures (``update.public_key``): with a key configured, ``SHA256SUMS.sig`` must be
 there and verify (Ed25519 over SHA256SUMS' exact bytes, hydraissue/signing.py) before
@@ -134,6 +136,29 @@ def _no_restart(version: str) -> None:
     return None
 
 
+def staged_path(installed: Path) -> Path:
+    """Where ``serve`` keeps a verified download until it has passed its trial."""
+    return installed.with_name(installed.name + ".staged")
+
+
+def keep_backup(installed: Path) -> Path:
+    """``<path>.backup``: the installed artifact, kept before another replaces it."""
+    backup = installed.with_name(installed.name + ".backup")
+    if not installed.exists():
+        return backup  # a first install: nothing to keep
+    temp = backup.with_name(backup.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        temp.unlink()
+    try:
+        os.link(installed, temp)  # the very file that runs, for free
+    except OSError:
+        import shutil
+
+        shutil.copy2(installed, temp)
+    os.replace(temp, backup)
+    return backup
+
+
 def failed_file(installed: Path) -> Path:
     """``<artifact>.failed``: versions that failed their trial here, one per line."""
     return installed.with_name(installed.name + ".failed")
@@ -147,9 +172,16 @@ def failed_versions(installed: Path) -> set[str]:
     return {line.strip() for line in text.splitlines() if line.strip()}
 
 
+def _version_or_zero(text: str) -> tuple[int, ...]:
+    try:
+        return parse_version(text)
+    except ValueError:  # a hand-edited line: kept, sorted first
+        return (0,)
+
+
 def remember_failed(installed: Path, version: str) -> None:
     """Add ``version`` to the failed list (written whole, atomically)."""
-    versions = sorted(failed_versions(installed) | {version}, key=parse_version)
+    versions = sorted(failed_versions(installed) | {version}, key=_version_or_zero)
     target = failed_file(installed)
     temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     with open(temp, "w", encoding="utf-8") as out:
@@ -175,6 +207,7 @@ class Updater:
     platform: str = PLATFORM
     restart: Callable[[str], None] = _no_restart
     say: Callable[[str], None] = log.info
+    stage: bool = False  # serve: verified to <path>.staged, installed after its trial
     timeout: float = 60.0
     version_timeout: float = VERSION_TIMEOUT
     _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
@@ -223,7 +256,7 @@ class Updater:
         if parse_version(release.version) > parse_version(self.current):
             if release.version in failed_versions(self.installed):
                 why = (
-                    f"{release.version} failed its start-up trial here and was rolled back; "
+                    f"{release.version} failed its start-up trial here and was not installed; "
                     f"waiting for a newer release (delete {failed_file(self.installed)} to "
                     "try it again)"
                 )
@@ -241,9 +274,14 @@ class Updater:
             return found
         release = Release(found.latest or "", f"{self.channel_url}/v{found.latest}", self.name)
         await self.install(release)
-        self.say(f"installed {release.version} at {self.installed}")
+        if self.stage:
+            done = f"staged {release.version} as {staged_path(self.installed)}"
+            self.say(f"{done}; it is tried at the restart, then installed")
+        else:
+            done = f"installed {release.version} at {self.installed}"
+            self.say(done)
         self.restart(release.version)
-        return Result("installed", self.current, release.version, f"installed {release.version}")
+        return Result("installed", self.current, release.version, done)
 
     async def install(self, release: Release) -> None:
         """Download, verify and atomically install ``release``; nothing changes on a refusal."""
@@ -271,10 +309,12 @@ class Updater:
             self.say(f"sha256 {got} matches SHA256SUMS ({size} bytes)")
             temp.chmod(0o755)
             await self._answers_version(temp, release.version)
-            backup = self.installed.with_name(self.installed.name + ".backup")
-            self._keep_backup(backup)
-            self.say(f"kept {self.installed.name} {self.current} as {backup}")
-            os.replace(temp, self.installed)
+            if self.stage:
+                os.replace(temp, staged_path(self.installed))
+            else:
+                backup = keep_backup(self.installed)
+                self.say(f"kept {self.installed.name} {self.current} as {backup}")
+                os.replace(temp, self.installed)
             fsync_dir(folder)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -328,20 +368,6 @@ class Updater:
                 "not installed"
             )
         self.say(f"it answers {said!r}")
-
-    def _keep_backup(self, backup: Path) -> None:
-        if not self.installed.exists():
-            return  # a first install: nothing to keep
-        temp = backup.with_name(backup.name + ".tmp")
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-        try:
-            os.link(self.installed, temp)  # the very file that runs, for free
-        except OSError:
-            import shutil
-
-            shutil.copy2(self.installed, temp)
-        os.replace(temp, backup)
 
     async def _get(self, url: str, limit: int) -> bytes:
         session = self._need_session()
@@ -550,24 +576,38 @@ class ServeUpdates:
         exec what is installed then (this process becomes it: systemd sees one PID)."""
         if not self.restart_requested or self.installed is None:
             return
-        installed = self.installed
-        failure = try_release(installed, self.argv, trial_seconds)
-        if failure is not None:
-            backup = installed.with_name(installed.name + ".backup")
-            log.warning(
-                "update %s failed its trial (%s): rolling back to %s",
-                self.new_version,
-                failure,
-                backup,
-            )
-            os.replace(backup, installed)
-            fsync_dir(installed.parent)
-            remember_failed(installed, self.new_version)
-        else:
-            log.info("update %s passed its trial", self.new_version)
+        installed, staged = self.installed, staged_path(self.installed)
+        try:
+            self._hand_over(installed, staged, trial_seconds)
+        except OSError as exc:  # the folder refused a rename or a write: run what is there
+            log.error("update %s: %s; starting %s as it is", self.new_version, exc, installed)
         log.info("restarting: exec %s %s", installed, " ".join(self.argv))
         logging.shutdown()
         self.execv(str(installed), [str(installed), *self.argv])
+
+    def _hand_over(self, installed: Path, staged: Path, trial_seconds: float) -> None:
+        if not staged.exists():
+            log.warning("update %s: nothing staged at %s", self.new_version, staged)
+            return
+        failure = try_release(staged, self.argv, trial_seconds)
+        if failure is None:
+            backup = keep_backup(installed)
+            os.replace(staged, installed)
+            fsync_dir(installed.parent)
+            log.info(
+                "update %s passed its trial: installed (the previous one kept as %s)",
+                self.new_version,
+                backup,
+            )
+            return
+        log.warning(
+            "update %s failed its trial (%s): not installed, %s stays",
+            self.new_version,
+            failure,
+            installed,
+        )
+        staged.unlink(missing_ok=True)
+        remember_failed(installed, self.new_version)
 
 
 def try_release(installed: Path, argv: list[str], seconds: float) -> str | None:
@@ -656,6 +696,7 @@ def serve_updates(config: Config, *, env: dict[str, str] | None = None) -> Serve
             channel=config.update_channel,
             public_key=config.update_public_key,
             restart=updates.request_restart,
+            stage=True,
         )
 
     updates.auto = AutoUpdater(

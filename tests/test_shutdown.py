@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from tests.conftest import AUTH, local_site, start_server, stop
@@ -132,9 +133,15 @@ async def test_sigterm_when_idle_exits_at_once(tmp_path: Path) -> None:
     assert "INFO hydraissue.serve: stopped" in server.output()
 
 
-async def test_a_request_still_running_at_the_deadline_is_answered_503(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("key", "retry"), [(None, None), ("ping-1", "2")], ids=["plain", "idempotency-key"]
+)
+async def test_a_request_still_running_at_the_deadline_is_answered_503(
+    tmp_path: Path, key: str | None, retry: str | None
+) -> None:
     """A ping to a receiver that never answers outlives 0.9 T of a 2 s shutdown: it is
-    cancelled then, and its client gets a 503 with Retry-After, not a closed socket."""
+    cancelled then, and its client gets a 503, not a closed socket. Only a request that
+    is safe to send again (here: with an Idempotency-Key) is told to retry."""
     reached, release = asyncio.Event(), asyncio.Event()
 
     async def never(request: web.Request) -> web.Response:
@@ -161,23 +168,26 @@ async def test_a_request_still_running_at_the_deadline_is_answered_503(tmp_path:
                 assert resp.status == 201, await resp.text()
                 hook = (await resp.json())["id"]
 
-            async def ping() -> tuple[int, str | None]:
+            headers = {**AUTH, "Idempotency-Key": key} if key else AUTH
+
+            async def ping() -> tuple[int, str | None, str]:
                 async with session.post(
-                    f"{server.url}/api/v1/webhooks/{hook}/ping", headers=AUTH
+                    f"{server.url}/api/v1/webhooks/{hook}/ping", headers=headers
                 ) as resp:
-                    return resp.status, resp.headers.get("Retry-After")
+                    return resp.status, resp.headers.get("Retry-After"), await resp.text()
 
             pinging = asyncio.create_task(ping())
             await asyncio.wait_for(reached.wait(), 5)  # the ping waits on the receiver
             started = time.monotonic()
             server.proc.send_signal(signal.SIGTERM)
-            status, retry = await asyncio.wait_for(pinging, 5)
+            status, retry_after, text = await asyncio.wait_for(pinging, 5)
         code = await asyncio.to_thread(server.proc.wait, 5)
         elapsed = time.monotonic() - started
     finally:
         release.set()
         stop(server, signal.SIGKILL)
         await runner.cleanup()
-    assert (status, retry) == (503, "2"), server.output()
+    assert (status, retry_after) == (503, retry), server.output()
+    assert ("send the request again" if key else "it may have been saved") in text
     assert code == 0 and elapsed < 2.5, (code, elapsed)
     assert "did not finish in time: cancelled, answered 503" in server.output()

@@ -40,6 +40,8 @@ from hydraissue.updater import (
     auto_update_off,
     failed_file,
     parse_version,
+    remember_failed,
+    staged_path,
 )
 from tests.conftest import (
     REPO,
@@ -206,16 +208,22 @@ def handover(installed: Installed, version: str) -> Handover:
     return Handover(updates, execs)
 
 
-async def test_a_release_that_serves_health_in_its_trial_is_kept(
+async def test_a_release_that_serves_health_in_its_trial_is_installed(
     releases: ReleaseServer, installed: Installed
 ) -> None:
+    old = installed.path.read_bytes()
     releases.publish("1.4.0", healthy_script("1.4.0"))
-    async with installed.updater(releases.url) as updater:
+    async with installed.updater(releases.url, stage=True) as updater:
         assert (await updater.update()).outcome == "installed"
+    # staged beside it: the installed file is never the untried one
+    assert installed.path.read_bytes() == old
+    assert installed.restarts == [old.decode()]
+    assert staged_path(installed.path).read_bytes() == healthy_script("1.4.0")
     run = handover(installed, "1.4.0")
     run.updates.reexec_if_installed(trial_seconds=20)
     assert installed.path.read_bytes() == healthy_script("1.4.0")
-    assert not failed_file(installed.path).exists()
+    assert installed.path.with_name(NAME + ".backup").read_bytes() == old
+    assert installed.folder_listing() == [NAME, NAME + ".backup"]
     path = str(installed.path)
     assert run.execs == [(path, [path, "serve", "--config", "/etc/hydraissue/config.yaml"])]
 
@@ -225,7 +233,7 @@ async def test_a_release_that_serves_health_in_its_trial_is_kept(
     [("exit 3", 20.0, "exited with code 3"), ("sleep 30", 1.5, "did not answer")],
     ids=["exits", "hangs"],
 )
-async def test_a_release_that_fails_its_trial_is_rolled_back_and_held_back(
+async def test_a_release_that_fails_its_trial_is_not_installed_and_held_back(
     releases: ReleaseServer,
     installed: Installed,
     caplog: pytest.LogCaptureFixture,
@@ -235,24 +243,23 @@ async def test_a_release_that_fails_its_trial_is_rolled_back_and_held_back(
 ) -> None:
     old = installed.path.read_bytes()
     releases.publish("1.4.0", broken_script("1.4.0", serve))
-    async with installed.updater(releases.url) as updater:
+    async with installed.updater(releases.url, stage=True) as updater:
         assert (await updater.update()).outcome == "installed"
     run = handover(installed, "1.4.0")
     with caplog.at_level("INFO", logger="hydraissue.updater"):
         run.updates.reexec_if_installed(trial_seconds=seconds)
-    assert installed.path.read_bytes() == old  # the backup is back in place, and runs
+    assert installed.path.read_bytes() == old  # the running version stays, and runs again
     assert os.access(installed.path, os.X_OK)
     assert [path for path, _ in run.execs] == [str(installed.path)]
     assert failed_file(installed.path).read_text() == "1.4.0\n"
-    assert why in caplog.text and "rolling back" in caplog.text
+    assert installed.folder_listing() == [NAME, NAME + ".failed"]  # the staged file is gone
+    assert why in caplog.text and "not installed" in caplog.text
     assert run.updates.status()["held_back"] == ["1.4.0"]
     # the failed version is not tried again ...
     async with installed.updater(releases.url) as updater:
         again = await updater.update()
     assert again.outcome == "held-back" and "failed its start-up trial" in again.message
-    assert installed.path.read_bytes() == old and installed.restarts == [
-        broken_script("1.4.0", serve).decode()
-    ]
+    assert installed.path.read_bytes() == old and installed.restarts == [old.decode()]
     # ... until a newer one appears
     releases.publish("1.5.0")
     async with installed.updater(releases.url) as updater:
@@ -652,3 +659,17 @@ async def test_serve_updates_itself_and_rolls_back_a_release_that_cannot_start(
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_hand_edited_failed_file_does_not_stop_the_hand_over(installed: Installed) -> None:
+    failed_file(installed.path).write_text("not a version\n1.3.0\n")
+    remember_failed(installed.path, "1.2.5")
+    assert failed_file(installed.path).read_text() == "not a version\n1.2.5\n1.3.0\n"
+
+
+def test_a_hand_over_with_nothing_staged_starts_what_is_installed(installed: Installed) -> None:
+    old = installed.path.read_bytes()
+    run = handover(installed, "1.4.0")
+    run.updates.reexec_if_installed(trial_seconds=1)
+    assert installed.path.read_bytes() == old
+    assert [path for path, _ in run.execs] == [str(installed.path)]

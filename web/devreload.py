@@ -39,11 +39,14 @@ def watching_code(
     dirs: Sequence[Path], restart: Callable[[], None]
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def run(stop: asyncio.Event) -> None:
-        async for changes in awatch(*dirs, watch_filter=_is_code, stop_event=stop):
-            names = sorted({Path(path).name for _, path in changes})
-            log.info("code changed (%s): restarting", ", ".join(names[:5]))
-            restart()
-            return
+        try:
+            async for changes in awatch(*dirs, watch_filter=_is_code, stop_event=stop):
+                names = sorted({Path(path).name for _, path in changes})
+                log.info("code changed (%s): restarting", ", ".join(names[:5]))
+                restart()
+                return
+        except (OSError, RuntimeError) as exc:  # out of inotify watches, a folder gone
+            log.warning("dev: cannot watch the code (%s); restart by hand after changes", exc)
 
     async def watch(app: web.Application) -> AsyncIterator[None]:
         async with running("dev-code-watcher", run):

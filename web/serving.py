@@ -46,11 +46,14 @@ BODY_MIN_RATE = 1024  # bytes a second a body must keep up once body_timeout is 
 BAD_REQUESTS_LOGGED = 20  # per interval, one line each; the rest are counted
 SWEEP = 0.25  # seconds between checks of connections waiting for headers
 LINGER = 0.5  # seconds a connection given a fixed 503/408 stays open, reading, before closing
+MAX_LINGERING = 64  # at most so many at once (a flood): beyond, they are closed at once
 Handler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
 
 HTML_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
 }
 
 
@@ -141,7 +144,7 @@ def refusal(request: BaseRequest, status: int, text: str, retry_after: int | Non
             body=orjson.dumps({"error": text, "code": status, "detail": None}),
             status=status,
             content_type="application/json",
-            headers=headers,
+            headers={**headers, "X-Content-Type-Options": "nosniff"},
         )
     else:
         page = (
@@ -155,14 +158,32 @@ def refusal(request: BaseRequest, status: int, text: str, retry_after: int | Non
     return response
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def stopped_answer(request: BaseRequest, retry_after: int) -> web.Response:
+    """The 503 of a request stopped at 0.9 T. A write may have been saved already (a
+    commit is seen through once it has begun), so only a request that is safe to send
+    again, a read or one with an ``Idempotency-Key``, is told to retry."""
+    if request.method in SAFE_METHODS or "Idempotency-Key" in request.headers:
+        text = "the server is restarting; send the request again shortly"
+        return refusal(request, 503, text, retry_after)
+    text = (
+        "the server stopped before this request finished; it may have been saved: check "
+        "before sending it again (with an Idempotency-Key a retry is always safe)"
+    )
+    return refusal(request, 503, text, None)
+
+
 class Flight:
     """One request in flight: the task running it (cancelled if it outlives the
     shutdown's 0.9 T) and the status the wrapper answers when it was cut short."""
 
-    __slots__ = ("cut", "task")
+    __slots__ = ("cut", "stopped", "task")
 
     def __init__(self, task: asyncio.Task[Any] | None) -> None:
         self.cut: int | None = None
+        self.stopped = False  # cancelled at 0.9 T of a shutdown
         self.task = task
 
 
@@ -187,6 +208,7 @@ class GuardedServer(Server):
         # handles: get-by-id ran ~15% slower with them).
         self.awaiting: dict[GuardedHandler, float] = {}
         self._sweep: asyncio.TimerHandle | None = None
+        self.lingering = 0  # connections given a fixed answer, closing in LINGER s
 
     def sweep_soon(self) -> None:
         if self._sweep is None:
@@ -222,10 +244,13 @@ class GuardedServer(Server):
         try:
             response = await self.app_handler(request)
         except asyncio.CancelledError:
-            if flight.cut != 503 or not self.draining or request.writer.output_size:
+            if not flight.stopped or request.writer.output_size:
                 raise  # the client left, aiohttp's own cancel, or an answer under way
             # cancelled at 0.9 T of a shutdown (``drain``): this request gets its answer
-            response = web.Response(status=503)
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            return stopped_answer(request, self.retry_after)
         finally:
             del self.inflight[id(request)]
             if not self.inflight:
@@ -279,7 +304,7 @@ class GuardedServer(Server):
                 len(self.inflight),
             )
             for _, flight in list(self.inflight.values()):
-                flight.cut = 503
+                flight.stopped = True
                 if flight.task is not None:
                     flight.task.cancel()
             with contextlib.suppress(TimeoutError):  # their 503s are written
@@ -342,11 +367,21 @@ class GuardedHandler(RequestHandler):
         with bytes the client sent still unread, resets the connection, and the reset
         can destroy the answer before the client reads it."""
         self.answered_early = True
+        guard = self.guard
         with contextlib.suppress(OSError, RuntimeError):
             transport.write(answer)
+            if guard.lingering >= MAX_LINGERING:
+                transport.close()  # a flood: no file descriptors held for the courtesy
+                return
             if transport.can_write_eof():
                 transport.write_eof()
-        self._loop.call_later(LINGER, transport.close)
+        guard.lingering += 1
+
+        def close() -> None:
+            guard.lingering -= 1
+            transport.close()
+
+        self._loop.call_later(LINGER, close)
 
     def data_received(self, data: bytes) -> None:
         if self.answered_early:
