@@ -610,12 +610,12 @@ async def until_health(url: str, proc: subprocess.Popen[bytes], log: Path, want:
     pytest.fail(f"health never matched:\n{log.read_text()}")
 
 
-async def test_serve_updates_itself_and_rolls_back_a_release_that_cannot_start(
+async def test_serve_updates_itself_and_keeps_its_version_when_a_release_cannot_start(
     releases: ReleaseServer, tmp_path: Path
 ) -> None:
     """The whole hand-over, as a deployed server does it: the running artifact finds a
-    newer release, installs it, stops, tries it, and executes it (same PID); a later
-    release that cannot start is rolled back and held back."""
+    newer release, stages it, stops, tries it, installs it and executes it (same PID);
+    a later release that cannot start is not installed, and is held back."""
     installed = tmp_path / "opt" / NAME
     installed.parent.mkdir()
     v1_0, v1_1 = launcher(tmp_path, "1.0.0"), launcher(tmp_path, "1.1.0")
