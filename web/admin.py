@@ -8,6 +8,7 @@ one page of rows from the index, never all issues.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from html import escape
@@ -89,8 +90,10 @@ class RowHtml:
 
     def __init__(self, limit: int = 20_000) -> None:
         self.limit = limit
-        # per state: the row's HTML before its age, when it was created, the rest
-        self._rows: dict[tuple[int, int], tuple[str, float | None, str]] = {}
+        # per state: the row's HTML before its age, when it was created, the rest; the
+        # least recently shown go first (emptying it when full, as before, halved the
+        # hits once the open issues outnumbered it: 100,000 issues, 27,000 open)
+        self._rows: OrderedDict[tuple[int, int], tuple[str, float | None, str]] = OrderedDict()
         self._pages: dict[tuple[object, ...], Markup] = {}
 
     def page(self, rows: list[IndexRow], now: datetime) -> Markup:
@@ -112,8 +115,10 @@ class RowHtml:
             cached = self._rows.get(key)
             if cached is None:
                 if len(self._rows) >= self.limit:
-                    self._rows.clear()  # states of many issues ago; rebuilt as needed
+                    self._rows.popitem(last=False)
                 cached = self._rows[key] = _row_html(_row(row))
+            else:
+                self._rows.move_to_end(key)
             head, created, tail = cached
             parts += (head, row.created_at if created is None else ago(seconds - created), tail)
         return Markup("".join(parts))
@@ -218,7 +223,8 @@ async def issue_list(request: web.Request) -> web.Response:
             "admin/_filters.html",
             {
                 **CHOICES,
-                "params": params,
+                # the form shows the filter, not the page: one fragment for all offsets
+                "params": {k: v for k, v in params.items() if k != "offset"},
                 "view": view,
                 "selected": selected,
                 "filtering": any(k not in ("sort", "limit") for k in params) and view != "review",

@@ -106,6 +106,9 @@ def create_app(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=jinja2.select_autoescape(default=True),
+        # no stat() of the template file per render (5% of an admin list page); a
+        # template changes with a release, and `serve --dev` restarts on a change
+        auto_reload=False,
     )
     env.globals["human"] = human
     env.filters["when"] = when
