@@ -136,14 +136,18 @@ def _no_restart(version: str) -> None:
     return None
 
 
+def _beside(installed: Path, suffix: str) -> Path:
+    return installed.with_name(installed.name + suffix)
+
+
 def staged_path(installed: Path) -> Path:
     """Where ``serve`` keeps a verified download until it has passed its trial."""
-    return installed.with_name(installed.name + ".staged")
+    return _beside(installed, ".staged")
 
 
 def keep_backup(installed: Path) -> Path:
     """``<path>.backup``: the installed artifact, kept before another replaces it."""
-    backup = installed.with_name(installed.name + ".backup")
+    backup = _beside(installed, ".backup")
     if not installed.exists():
         return backup  # a first install: nothing to keep
     temp = backup.with_name(backup.name + ".tmp")
@@ -161,7 +165,7 @@ def keep_backup(installed: Path) -> Path:
 
 def failed_file(installed: Path) -> Path:
     """``<artifact>.failed``: versions that failed their trial here, one per line."""
-    return installed.with_name(installed.name + ".failed")
+    return _beside(installed, ".failed")
 
 
 def failed_versions(installed: Path) -> set[str]:
@@ -550,6 +554,12 @@ class ServeUpdates:
     new_version: str = ""
     argv: list[str] = field(default_factory=lambda: sys.argv[1:])
     execv: Callable[[str, list[str]], object] = os.execv  # a test's stands in
+    # the versions in <artifact>.failed: read once, not per health check
+    held_back: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.installed is not None:
+            self.held_back = sorted(failed_versions(self.installed))
 
     def start(self) -> None:
         if self.auto is not None:
@@ -559,8 +569,8 @@ class ServeUpdates:
             ).start()
 
     def status(self) -> dict[str, object]:
-        """For ``/api/v1/health`` ``extra.update`` and ``/metrics``."""
-        held_back = sorted(failed_versions(self.installed)) if self.installed else []
+        """For ``/api/v1/health`` ``extra.update`` and ``/metrics`` (no I/O: per request)."""
+        held_back = list(self.held_back)
         if self.auto is None:
             return {"automatic": False, "why": self.off, "checks": 0, "held_back": held_back}
         return {"automatic": True, **self.auto.status(), "held_back": held_back}
@@ -572,8 +582,8 @@ class ServeUpdates:
         os.kill(os.getpid(), signal.SIGTERM)
 
     def reexec_if_installed(self, trial_seconds: float = TRIAL_SECONDS) -> None:
-        """After the server stopped: try the new version, roll back if it fails, and
-        exec what is installed then (this process becomes it: systemd sees one PID)."""
+        """After the server stopped: try the staged version, install it if it passed,
+        and exec what is installed then (this process becomes it: systemd sees one PID)."""
         if not self.restart_requested or self.installed is None:
             return
         installed, staged = self.installed, staged_path(self.installed)
@@ -608,17 +618,18 @@ class ServeUpdates:
         )
         staged.unlink(missing_ok=True)
         remember_failed(installed, self.new_version)
+        self.held_back = sorted(failed_versions(installed))
 
 
-def try_release(installed: Path, argv: list[str], seconds: float) -> str | None:
-    """Run ``installed`` with ``argv`` (``serve …``) on a spare loopback port, automatic
+def try_release(artifact: Path, argv: list[str], seconds: float) -> str | None:
+    """Run ``artifact`` with ``argv`` (``serve …``) on a spare loopback port, automatic
     updates off, until ``/api/v1/health`` answers 200 within ``seconds``; then stop it.
     None when it did, else why not (one line)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "HYDRA_AUTO_UPDATE": "off"}
-    command = [str(installed), *argv, "--listen", f"127.0.0.1:{port}"]  # the last wins
+    command = [str(artifact), *argv, "--listen", f"127.0.0.1:{port}"]  # the last wins
     log.info("trying the new version: %s", " ".join(command))
     try:
         proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)

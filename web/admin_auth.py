@@ -20,11 +20,10 @@ from aiohttp import web
 from hydraissue.errors import Forbidden
 from hydraissue.sessions import LoginThrottle, Session, Sessions
 from web.clientip import client_ip
-from web.keys import CONFIG, LOGIN_THROTTLE, SESSIONS, TRUSTED_PROXIES, Handler
+from web.keys import CONFIG, LOGIN_THROTTLE, SAFE_METHODS, SESSIONS, TRUSTED_PROXIES, Handler
 
 routes = web.RouteTableDef()
 COOKIE = "admin_session"
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True, slots=True)

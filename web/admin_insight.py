@@ -40,7 +40,7 @@ from web import charts
 from web.admin_auth import admin_of, see_other
 from web.insight_api import parse_moment
 from web.keys import SERVICE
-from web.params import known_params
+from web.params import known_params, known_query
 from web.webhooks_api import redeliver_from
 
 routes = web.RouteTableDef()
@@ -166,7 +166,7 @@ def _percent(rate: float | None) -> str:
 
 @routes.get("/admin/stats")
 async def stats_page(request: web.Request) -> web.Response:
-    known_params(request.query, ("project",))
+    known_query(request, ("project",))
     service = request.app[SERVICE]
     index = service.read_model.stats
     overall = index.stats()
@@ -325,7 +325,7 @@ async def quality_download(request: web.Request) -> web.Response:
 
 @routes.get("/admin/webhooks")
 async def webhooks_page(request: web.Request) -> web.Response:
-    known_params(request.query, ("done",))
+    known_query(request, ("done",))
     service = request.app[SERVICE]
     queued = service.deliveries.status()
     hooks = []
@@ -401,7 +401,7 @@ def nim_url(name: str) -> str:
 
 @routes.get("/admin/nims")
 async def nims_page(request: web.Request) -> web.Response:
-    known_params(request.query, ())
+    known_query(request, ())
     agents = [{**a, "url": nim_url(a["name"])} for a in request.app[SERVICE].nims.summary()]
     context = {
         "admin": admin_of(request),

@@ -17,7 +17,7 @@ from projections.query import parse_list_query
 from web.forms import read_form, upload_limits
 from web.keys import CONFIG, ISSUE_JSON, RUNBOOK, SERVICE, STARTED, UPDATE_STATUS
 from web.middleware import fingerprint_form, idempotency_of, mark_replayed
-from web.params import known_params
+from web.params import known_query
 from web.representation import absolute_attachment
 from web.responses import json_response, public_base, read_json
 
@@ -69,7 +69,7 @@ async def body_of(request: web.Request) -> object:
 
 @routes.get("/api/v1/health")
 async def health(request: web.Request) -> web.Response:
-    known_params(request.query, ())
+    known_query(request, ())
     status, extra = request.app[SERVICE].health()
     update_status = request.app.get(UPDATE_STATUS)
     if update_status is not None:  # hydraissue serve: the last check and its result
@@ -87,13 +87,13 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/runbook")
 async def runbook(request: web.Request) -> web.Response:
-    known_params(request.query, ())
+    known_query(request, ())
     return web.Response(body=request.app[RUNBOOK], content_type="text/markdown", charset="utf-8")
 
 
 @routes.post("/api/v1/issues")
 async def create_issue(request: web.Request) -> web.Response:
-    known_params(request.query, ())
+    known_query(request, ())
     command = parse.create_issue(await body_of(request))
     outcome = await request.app[SERVICE].handle(
         command,
@@ -121,8 +121,7 @@ async def list_issues(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/issues/{id}")
 async def get_issue(request: web.Request) -> web.Response:
-    if request.rel_url.raw_query_string:  # the hot path: no query dict built for none
-        known_params(request.query, ())
+    known_query(request, ())
     issue_id = issue_id_of(request)
     service = request.app[SERVICE]
     row = service.live_row(issue_id)
@@ -143,7 +142,7 @@ async def get_issue(request: web.Request) -> web.Response:
 
 @routes.patch("/api/v1/issues/{id}")
 async def patch_issue(request: web.Request) -> web.Response:
-    known_params(request.query, ())
+    known_query(request, ())
     command = parse.update_issue(
         issue_id_of(request), await body_of(request), request.headers.get("If-Match")
     )
@@ -153,7 +152,7 @@ async def patch_issue(request: web.Request) -> web.Response:
 
 @routes.delete("/api/v1/issues/{id}")
 async def delete_issue(request: web.Request) -> web.Response:
-    known_params(request.query, ())
+    known_query(request, ())
     command = DeleteIssue(issue_id_of(request), request.headers.get("If-Match"))
     await request.app[SERVICE].handle(command, actor_of(request), nim=nim_of(request))
     request.app[ISSUE_JSON].forget(command.issue_id)
@@ -162,7 +161,7 @@ async def delete_issue(request: web.Request) -> web.Response:
 
 @routes.put("/api/v1/issues/{id}/plan")
 async def put_plan(request: web.Request) -> web.Response:
-    known_params(request.query, ())
+    known_query(request, ())
     command = parse.set_plan(
         issue_id_of(request), await body_of(request), request.headers.get("If-Match")
     )
@@ -172,7 +171,7 @@ async def put_plan(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/issues/{id}/comments")
 async def add_comment(request: web.Request) -> web.Response:
-    known_params(request.query, ())
+    known_query(request, ())
     command = parse.add_comment(issue_id_of(request), await body_of(request))
     outcome = await request.app[SERVICE].handle(
         command, actor_of(request, command.author), idempotency_of(request), nim=nim_of(request)
@@ -186,7 +185,7 @@ async def add_comment(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/issues/{id}/nim-actions")
 async def add_nim_action(request: web.Request) -> web.Response:
-    known_params(request.query, ())
+    known_query(request, ())
     command = parse.record_nim_action(issue_id_of(request), await body_of(request))
     outcome = await request.app[SERVICE].handle(
         command, actor_of(request, command.name), idempotency_of(request), nim=nim_of(request)
@@ -199,14 +198,14 @@ async def add_nim_action(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/issues/{id}/events")
 async def issue_events(request: web.Request) -> web.Response:
-    known_params(request.query, ())
+    known_query(request, ())
     events = await request.app[SERVICE].history(issue_id_of(request))
     return json_response(orjson.dumps([e.public_dict() for e in events]))
 
 
 @routes.post("/api/v1/issues/{id}/attachments")
 async def add_attachment(request: web.Request) -> web.Response:
-    known_params(request.query, ())
+    known_query(request, ())
     issue_id = issue_id_of(request)
     service = request.app[SERVICE]
     await service.get(issue_id)

@@ -14,7 +14,7 @@ from hydraissue.errors import Invalid, NotFound
 from projections.quality import csv as quality_csv
 from projections.quality import markdown as quality_markdown
 from web.keys import SERVICE
-from web.params import known_params
+from web.params import known_params, known_query
 from web.responses import json_response
 
 routes = web.RouteTableDef()
@@ -57,7 +57,7 @@ def _number(params: Mapping[str, str], name: str, default: int, high: int) -> in
 
 @routes.get("/api/v1/nims")
 async def nims(request: web.Request) -> web.Response:
-    known_params(request.query, ())
+    known_query(request, ())
     return json_response(request.app[SERVICE].nims.summary())
 
 
@@ -85,7 +85,7 @@ async def nim_actions(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/stats")
 async def stats(request: web.Request) -> web.Response:
-    known_params(request.query, ("project",))
+    known_query(request, ("project",))
     project = request.query.get("project") or None
     return json_response(request.app[SERVICE].read_model.stats.stats(project))
 

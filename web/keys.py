@@ -14,6 +14,9 @@ from web.representation import IssueJson
 
 # What a middleware calls next: the rest of the chain, then the route's handler.
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Methods that change nothing: safe to send again, and exempt from CSRF checks.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 CONFIG = web.AppKey("config", Config)
 # serve's automatic updates, as health and /metrics show them (hydraissue/updater.py)

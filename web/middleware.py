@@ -24,7 +24,15 @@ from hydraissue.service import Idempotency
 from hydraissue.uploads import Received
 from web import admin_auth
 from web.clientip import client_ip
-from web.keys import CONFIG, IDEMPOTENCY, IDEMPOTENCY_KEY, KEY_LOCKS, TRUSTED_PROXIES, Handler
+from web.keys import (
+    CONFIG,
+    IDEMPOTENCY,
+    IDEMPOTENCY_HEADER,
+    IDEMPOTENCY_KEY,
+    KEY_LOCKS,
+    TRUSTED_PROXIES,
+    Handler,
+)
 from web.responses import JSON, error_body
 
 log = logging.getLogger("hydraissue.web")
@@ -32,7 +40,6 @@ log = logging.getLogger("hydraissue.web")
 R = TypeVar("R", bound=web.StreamResponse)
 API = "/api/v1/"
 PUBLIC_API = frozenset({"/api/v1/health", "/api/v1/runbook"})
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 def wants_json(request: web.Request) -> bool:
@@ -204,7 +211,7 @@ async def keyed(request: web.Request, handler: Handler) -> web.StreamResponse:
     """
     key = request.headers[IDEMPOTENCY_HEADER]
     if not key.strip() or len(key) > 255:
-        raise Invalid("Idempotency-Key", "must be 1 to 255 characters")
+        raise Invalid(IDEMPOTENCY_HEADER, "must be 1 to 255 characters")
     # Public clients' keys are scoped per client address: one client's key can neither
     # block another's report nor hand it someone else's answer.
     if request.path.startswith(API):

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from aiohttp import web
+
 from hydraissue.parse import reject_unknown
+
+
+def known_query(request: web.Request, allowed: Sequence[str]) -> None:
+    """``known_params`` of the request's query, without building the query dict for a
+    request that has none (most do not: get-by-id is the hot path)."""
+    if request.rel_url.raw_query_string:
+        known_params(request.query, allowed)
 
 
 def known_params(params: Mapping[str, str], allowed: Sequence[str]) -> None:

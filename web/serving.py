@@ -39,6 +39,8 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
 from hydraissue.config import Config
+from web.keys import IDEMPOTENCY_HEADER, SAFE_METHODS
+from web.middleware import secure
 
 log = logging.getLogger("hydraissue.serve")
 FLOOD_INTERVAL = 60.0
@@ -49,12 +51,8 @@ LINGER = 0.5  # seconds a connection given a fixed 503/408 stays open, reading, 
 MAX_LINGERING = 64  # at most so many at once (a flood): beyond, they are closed at once
 Handler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
 
-HTML_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",
-}
+# a refusal page loads nothing at all; web/middleware.py ``secure`` adds the rest
+REFUSAL_CSP = {"Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +142,7 @@ def refusal(request: BaseRequest, status: int, text: str, retry_after: int | Non
             body=orjson.dumps({"error": text, "code": status, "detail": None}),
             status=status,
             content_type="application/json",
-            headers={**headers, "X-Content-Type-Options": "nosniff"},
+            headers=headers,
         )
     else:
         page = (
@@ -152,20 +150,18 @@ def refusal(request: BaseRequest, status: int, text: str, retry_after: int | Non
             f"<h1>Please try again</h1><p>{text}</p></html>"
         )
         response = web.Response(
-            text=page, status=status, content_type="text/html", headers={**headers, **HTML_HEADERS}
+            text=page, status=status, content_type="text/html", headers={**headers, **REFUSAL_CSP}
         )
+    secure(response)  # answered outside the middlewares: the same headers as every answer
     response.force_close()
     return response
-
-
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def stopped_answer(request: BaseRequest, retry_after: int) -> web.Response:
     """The 503 of a request stopped at 0.9 T. A write may have been saved already (a
     commit is seen through once it has begun), so only a request that is safe to send
     again, a read or one with an ``Idempotency-Key``, is told to retry."""
-    if request.method in SAFE_METHODS or "Idempotency-Key" in request.headers:
+    if request.method in SAFE_METHODS or IDEMPOTENCY_HEADER in request.headers:
         text = "the server is restarting; send the request again shortly"
         return refusal(request, 503, text, retry_after)
     text = (

@@ -10,7 +10,7 @@ from hydraissue.errors import Invalid, NotFound
 from hydraissue.targets import TargetRefused
 from hydraissue.webhooks import parse_create, parse_update
 from web.keys import CONFIG, SERVICE
-from web.params import known_params
+from web.params import known_query
 from web.responses import json_response, read_json
 
 routes = web.RouteTableDef()
@@ -26,7 +26,7 @@ def _refused(exc: TargetRefused) -> Invalid:
 
 @routes.post("/api/v1/webhooks")
 async def create_webhook(request: web.Request) -> web.Response:
-    known_params(request.query, ())
+    known_query(request, ())
     values = parse_create(await _body(request))
     try:
         hook = await request.app[SERVICE].create_webhook(values)
@@ -39,7 +39,7 @@ async def create_webhook(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/webhooks")
 async def list_webhooks(request: web.Request) -> web.Response:
-    known_params(request.query, ())
+    known_query(request, ())
     service = request.app[SERVICE]
     queued = service.deliveries.status()
     return json_response(
@@ -52,7 +52,7 @@ async def list_webhooks(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/webhooks/{id}")
 async def get_webhook(request: web.Request) -> web.Response:
-    known_params(request.query, ())
+    known_query(request, ())
     service = request.app[SERVICE]
     hook = service.webhooks.get(request.match_info["id"])
     queued = service.deliveries.status().get(hook.id, {}).get("queued", 0)
@@ -61,7 +61,7 @@ async def get_webhook(request: web.Request) -> web.Response:
 
 @routes.patch("/api/v1/webhooks/{id}")
 async def patch_webhook(request: web.Request) -> web.Response:
-    known_params(request.query, ())
+    known_query(request, ())
     values = parse_update(await _body(request))
     try:
         hook = await request.app[SERVICE].update_webhook(request.match_info["id"], values)
@@ -72,14 +72,14 @@ async def patch_webhook(request: web.Request) -> web.Response:
 
 @routes.delete("/api/v1/webhooks/{id}")
 async def delete_webhook(request: web.Request) -> web.Response:
-    known_params(request.query, ())
+    known_query(request, ())
     await request.app[SERVICE].delete_webhook(request.match_info["id"])
     return web.Response(status=204)
 
 
 @routes.get("/api/v1/webhooks/{id}/deliveries")
 async def deliveries(request: web.Request) -> web.Response:
-    known_params(request.query, ())
+    known_query(request, ())
     service = request.app[SERVICE]
     hook = service.webhooks.get(request.match_info["id"])
     journal = service.deliveries.journals.get(hook.id)
@@ -89,7 +89,7 @@ async def deliveries(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver")
 async def redeliver(request: web.Request) -> web.Response:
-    known_params(request.query, ())
+    known_query(request, ())
     delivery = await redeliver_from(request)
     return json_response({"queued": True, "delivery_id": delivery.id}, status=202)
 
@@ -110,7 +110,7 @@ async def redeliver_from(request: web.Request) -> Delivery:
 
 @routes.post("/api/v1/webhooks/{id}/ping")
 async def ping(request: web.Request) -> web.Response:
-    known_params(request.query, ())
+    known_query(request, ())
     service = request.app[SERVICE]
     hook = service.webhooks.get(request.match_info["id"])
     attempt = await service.deliveries.ping(hook)
