@@ -30,7 +30,7 @@ from projections.query import ListQuery, row_matches, sort_key
 from projections.rows import IndexRow, row_for
 from projections.stats import StatsIndex
 
-FACETS = ("status", "category", "priority", "project")
+Triage = tuple[str, str, str | None]  # (status, category, priority)
 RESULT_CACHE = 256  # distinct filters whose sorted ids are kept
 PRUNE_EVERY = 600.0  # seconds between sweeps of expired idempotency records
 
@@ -56,7 +56,11 @@ class IssueReadModel:
         self._full = CompactIssues()  # full issues, as their JSON
         self._search: dict[int, str] = {}
         self._live: list[int] = []  # live ids, ascending = creation order
-        self._facets: dict[str, dict[str | None, set[int]]] = {f: {} for f in FACETS}
+        # The facets that bound a list query's candidates. Status, category and priority
+        # share one set per combination (at most a few hundred), so an issue is in two
+        # sets, not four: a set costs about 40 bytes per member.
+        self._triage: dict[Triage, set[int]] = {}
+        self._projects: dict[str | None, set[int]] = {}
         self._results: OrderedDict[tuple[object, ...], tuple[int, list[int]]] = OrderedDict()
         # (agent, action), (None, action), (agent, None) -> issues: the nim filters
         self._nims: dict[tuple[str | None, str | None], set[int]] = {}
@@ -79,17 +83,22 @@ class IssueReadModel:
             self.rows[row.id] = row
         live = [row for row in self.rows.values() if not row.deleted]
         self._live = sorted(row.id for row in live)
-        facets = self._facets
-        for facet in FACETS:
-            index: dict[str | None, set[int]] = {}
-            for row in live:
-                value = getattr(row, facet)
-                found = index.get(value)
-                if found is None:
-                    index[value] = {row.id}
-                else:
-                    found.add(row.id)
-            facets[facet] = index
+        triage: dict[Triage, set[int]] = {}
+        projects: dict[str | None, set[int]] = {}
+        for row in live:
+            key = (row.status, row.category, row.priority)
+            found = triage.get(key)
+            if found is None:
+                triage[key] = {row.id}
+            else:
+                found.add(row.id)
+            found = projects.get(row.project)
+            if found is None:
+                projects[row.project] = {row.id}
+            else:
+                found.add(row.id)
+        self._triage = triage
+        self._projects = projects
         for row in live:
             self._index_nims(row, add=True)
         self.stats.load(live)
@@ -223,8 +232,8 @@ class IssueReadModel:
         index = bisect.bisect_left(self._live, row.id)
         if index == len(self._live) or self._live[index] != row.id:
             self._live.insert(index, row.id)
-        for facet in FACETS:
-            self._facets[facet].setdefault(getattr(row, facet), set()).add(row.id)
+        self._triage.setdefault((row.status, row.category, row.priority), set()).add(row.id)
+        self._projects.setdefault(row.project, set()).add(row.id)
         self._index_nims(row, add=True)
         self.stats.add(row)
 
@@ -234,8 +243,8 @@ class IssueReadModel:
         index = bisect.bisect_left(self._live, row.id)
         if index < len(self._live) and self._live[index] == row.id:
             del self._live[index]
-        for facet in FACETS:
-            self._facets[facet].get(getattr(row, facet), set()).discard(row.id)
+        self._triage.get((row.status, row.category, row.priority), set()).discard(row.id)
+        self._projects.get(row.project, set()).discard(row.id)
         self._index_nims(row, add=False)
         self.stats.remove(row)
 
@@ -272,13 +281,14 @@ class IssueReadModel:
         return len(self._live)
 
     def rows_with_status(self, statuses: Iterable[str]) -> list[IndexRow]:
-        """The live rows in these statuses, from the status facet (not a scan)."""
-        ids = set().union(*(self._facets["status"].get(s, set()) for s in statuses))
+        """The live rows in these statuses, from the triage facet (not a scan)."""
+        wanted = set(statuses)
+        ids = set().union(*(ids for key, ids in self._triage.items() if key[0] in wanted))
         return [self.rows[i] for i in sorted(ids) if i in self.rows]
 
     def known_projects(self, limit: int = 50) -> list[str]:
         """The most used project names (bounded: anyone can name a project on /report)."""
-        used = [(len(ids), p) for p, ids in self._facets["project"].items() if p and ids]
+        used = [(len(ids), p) for p, ids in self._projects.items() if p and ids]
         return sorted(p for _, p in sorted(used, reverse=True)[:limit])
 
     def query(self, query: ListQuery) -> tuple[int, list[int]]:
@@ -326,17 +336,22 @@ class IssueReadModel:
         return best
 
     def _facet_candidates(self, query: ListQuery) -> set[int] | None:
+        """The smaller of the triage match and the project match (None: no filter)."""
         best: set[int] | None = None
-        for facet, wanted in (
-            ("status", query.statuses),
-            ("category", query.categories),
-            ("priority", query.priorities),
-            ("project", query.projects),
-        ):
-            if wanted is None:
-                continue
-            index = self._facets[facet]
-            union: set[int] = set().union(*(index.get(v, ()) for v in wanted))
+        statuses, categories, priorities = query.statuses, query.categories, query.priorities
+        if statuses is not None or categories is not None or priorities is not None:
+            best = set().union(
+                *(
+                    ids
+                    for (status, category, priority), ids in self._triage.items()
+                    if (statuses is None or status in statuses)
+                    and (categories is None or category in categories)
+                    and (priorities is None or priority in priorities)
+                )
+            )
+        if query.projects is not None:
+            index = self._projects
+            union: set[int] = set().union(*(index.get(p, ()) for p in query.projects))
             if best is None or len(union) < len(best):
                 best = union
         return best

@@ -29,7 +29,7 @@ from hydraissue.model import Issue
 from projections.files import ProjectionFiles
 from projections.keys import KeyRecord, record_for
 from projections.nims import NAME as NIM_SUBSCRIBER
-from projections.nims import NimTrails, TrailEntry, trail_entries
+from projections.nims import NimTrails, Trail, TrailEntry, trail_entries
 from projections.rows import IndexRow, row_for
 from projections.writer import NAME as FILES_SUBSCRIBER
 
@@ -221,7 +221,7 @@ async def replay(data_dir: Path, progress: Progress | None = None) -> ReplayResu
         files.write_snapshot(rows, keys, head)
         write_checkpoint(data_dir / SUBSCRIBERS, FILES_SUBSCRIBER, head)
         audit = NimTrails(data_dir)
-        audit.trails = {agent: sorted(e, key=lambda x: x.pos) for agent, e in trails.items()}
+        audit.trails = {agent: Trail(sorted(e, key=lambda x: x.pos)) for agent, e in trails.items()}
         audit.write_all()
         write_checkpoint(data_dir / SUBSCRIBERS, NIM_SUBSCRIBER, head)
     finally:

@@ -277,6 +277,20 @@ async def test_audit_trails_are_equal_after_replay(
         assert await get(again, f"/api/v1/nims/{name}/actions?limit=1000") == trail
 
 
+async def test_a_trail_torn_by_a_crash_loads_its_whole_entries(
+    aiohttp_client: ClientFactory, config: Config, data_dir: Path, seeded: Client
+) -> None:
+    before = await get(seeded, "/api/v1/nims/nebula/actions?limit=1000")
+    await seeded.close()
+    path = data_dir / "audit" / "nims" / "nebula.yaml"
+    whole = path.read_bytes()
+    # A crash mid-append: the last entry's line cut short, the one before it a hand edit.
+    path.write_bytes(whole + b'- {"pos":1,"what":"not an entry"}\n- {"pos":99999,"at":"20')
+
+    again = await aiohttp_client(create_app(config))
+    assert await get(again, "/api/v1/nims/nebula/actions?limit=1000") == before
+
+
 # -- stats ----------------------------------------------------------------------------
 
 
