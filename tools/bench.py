@@ -38,7 +38,10 @@ What one run does, in order:
    webhooks' deliveries are retried, and paced creates timed from the 2xx to the delivery's
    arrival at the healthy receiver. Between the reads and the creates it times
    ``/api/v1/stats`` (500 calls), the quality report for the last 30 days (5 calls)
-   and the admin's ``/admin/stats`` page (its first call, then 200).
+   and the admin's ``/admin/stats`` page (its first call, then 200). After the creates,
+   memory per stored issue: creates until the bounded working sets (the newest events,
+   the hot issues) are full, then the VmRSS that about 10,000 more add, per issue,
+   beside the JSON the API returns for such an issue.
    With ``--rounds N`` each scenario runs N times and the fastest round counts;
 7. runs the raw disk baselines in-process, with both servers stopped, in the data dir's
    filesystem: the target's baseline, one loop appending 300 bytes + fsync to a file
@@ -168,6 +171,8 @@ class Report:
     issues_after_creates: int = 0
     created_json_bytes: float = 0.0
     bytes_per_created: float = 0.0
+    growth_from: tuple[float, int] | None = None  # the memory phase: (VmRSS MB, live issues)
+    growth_to: tuple[float, int] | None = None
     hwm_mb: float = 0.0
     bare_body_bytes: int = 0
     generator: str = ""
@@ -1216,6 +1221,7 @@ def drive(
                     report,
                     measure(driver, target_port, target.pid, scenario, args.duration, args.warmup),
                 )
+    memory_phase(driver, (proc, port), next(s for s in scenarios if s.name == "create"), report)
     # The same creates with 50 SSE clients connected and reading every event.
     create = next(s for s in scenarios if s.name == "create")
     with_sse = Scenario("create-sse", create.method, create.paths, create.bodies, create.headers)
@@ -1238,18 +1244,45 @@ def drive(
         f"  server VmRSS after the creates: {report.rss_after_creates_mb:.0f} MB "
         f"({report.issues_after_creates} live issues), peak {report.hwm_mb:.0f} MB"
     )
-    # What one more stored issue costs: the memory the creates added, per issue they
-    # added, beside the JSON of such an issue (the newest 100, as the API sends them).
+    # What one more stored issue costs (the memory phase), beside the JSON of such an
+    # issue (the newest 100, as the API sends them).
     newest = json.loads(http_get(port, "/api/v1/issues?sort=-created&limit=100", AUTH)[2])
     compact = [json.dumps(i, separators=(",", ":"), ensure_ascii=False) for i in newest]
     report.created_json_bytes = sum(len(text.encode()) for text in compact) / len(newest)
-    added = report.issues_after_creates - report.rss_issues
-    grown = (report.rss_after_creates_mb - report.rss_mb) * 1024 * 1024
+    assert report.growth_from is not None and report.growth_to is not None
+    added = report.growth_to[1] - report.growth_from[1]
+    grown = (report.growth_to[0] - report.growth_from[0]) * 1024 * 1024
     report.bytes_per_created = grown / added if added > 0 else 0.0
     say(
-        f"  memory per created issue: {report.bytes_per_created / 1024:.1f} KB beside "
-        f"{report.created_json_bytes / 1024:.1f} KB of its JSON ({added} issues added)"
+        f"  memory per created issue: {report.bytes_per_created / 1024:.2f} KB beside "
+        f"{report.created_json_bytes / 1024:.2f} KB of its JSON ({added} issues added from "
+        f"{report.growth_from[0]:.0f} to {report.growth_to[0]:.0f} MB)"
     )
+
+
+MEMORY_FILL = 12_000  # creates before the memory phase measures: more than the newest
+# 8,192 events and the 4,096 hot issues the server keeps whatever the number of issues
+MEMORY_GROWTH = 10_000  # creates the memory phase measures the growth over
+
+
+def memory_phase(
+    driver: Driver, server: tuple[subprocess.Popen[bytes], int], create: Scenario, report: Report
+) -> None:
+    """Memory per stored issue: VmRSS before and after MEMORY_GROWTH more creates, once the
+    bounded working sets are full (what they hold does not grow with the issues), and
+    with nothing else connected (SSE clients' and webhooks' buffers are not issues)."""
+    proc, port = server
+    rate = max(report.loads["create"].rate, 50.0)
+    say("  memory per stored issue: creates until the bounded working sets are full, then")
+    say(f"  VmRSS before and after about {MEMORY_GROWTH} more")
+    fill = MEMORY_FILL - (live_count(port) - report.rss_issues)
+    if fill > 0:
+        filling = Scenario("mem-fill", create.method, create.paths, create.bodies, create.headers)
+        measure(driver, port, proc.pid, filling, fill / rate, 0)
+    report.growth_from = (kib_to_mb(proc_status(proc.pid)["VmRSS"]), live_count(port))
+    growing = Scenario("mem-grow", create.method, create.paths, create.bodies, create.headers)
+    measure(driver, port, proc.pid, growing, MEMORY_GROWTH / rate, 0)
+    report.growth_to = (kib_to_mb(proc_status(proc.pid)["VmRSS"]), live_count(port))
 
 
 def start_bare(
@@ -1382,7 +1415,7 @@ def verdict(report: Report) -> list[tuple[str, str, str, bool]]:
         rows.append(
             (
                 "memory per created issue / its JSON",
-                f"{ratio:.1f}x",
+                f"{ratio:.2f}x",
                 "<= 2x",
                 ratio <= TARGETS["memory_per_issue_ratio"],
             )
