@@ -1283,6 +1283,23 @@ def memory_phase(
     growing = Scenario("mem-grow", create.method, create.paths, create.bodies, create.headers)
     measure(driver, port, proc.pid, growing, MEMORY_GROWTH / rate, 0)
     report.growth_to = (kib_to_mb(proc_status(proc.pid)["VmRSS"]), live_count(port))
+    # The next scenario is compared with the creates before this phase: let the
+    # background subscribers (issue files above all) finish this phase's work first.
+    waited = background_idle(port)
+    say(f"  background work caught up {waited:.1f}s after the memory phase")
+
+
+def background_idle(port: int, timeout: float = 120.0) -> float:
+    """Seconds until every background subscriber has handled every commit (health's
+    ``extra.subscribers`` lags all 0)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        status, _, body = http_get(port, "/api/v1/health", timeout=5)
+        subscribers = json.loads(body)["extra"]["subscribers"] if status == 200 else None
+        if subscribers is not None and all(s["lag"] == 0 for s in subscribers.values()):
+            break
+        time.sleep(0.1)
+    return time.monotonic() - started
 
 
 def start_bare(
