@@ -38,10 +38,10 @@ What one run does, in order:
    webhooks' deliveries are retried, and paced creates timed from the 2xx to the delivery's
    arrival at the healthy receiver. Between the reads and the creates it times
    ``/api/v1/stats`` (500 calls), the quality report for the last 30 days (5 calls)
-   and the admin's ``/admin/stats`` page (its first call, then 200). After the creates,
-   memory per stored issue: creates until the bounded working sets (the newest events,
-   the hot issues) are full, then the VmRSS that about 10,000 more add, per issue,
-   beside the JSON the API returns for such an issue.
+   and the admin's ``/admin/stats`` page (its first call, then 200), then memory per
+   stored issue: creates until the bounded working sets (the newest events, the hot
+   issues) are full, then the VmRSS that 10,000 more add, per issue, beside the JSON the
+   API returns for such an issue (the measured creates come after it).
    With ``--rounds N`` each scenario runs N times and the fastest round counts;
 7. runs the raw disk baselines in-process, with both servers stopped, in the data dir's
    filesystem: the target's baseline, one loop appending 300 bytes + fsync to a file
@@ -1213,6 +1213,7 @@ def drive(
                 f"({report.rss_issues} live issues)"
             )
             insight_latency(port, report)
+            memory_phase(driver, (proc, port), writes[0][1], report)
         for round_no in range(1, args.rounds + 1):
             if args.rounds > 1:
                 say(f"  round {round_no} of {args.rounds}")
@@ -1221,7 +1222,6 @@ def drive(
                     report,
                     measure(driver, target_port, target.pid, scenario, args.duration, args.warmup),
                 )
-    memory_phase(driver, (proc, port), next(s for s in scenarios if s.name == "create"), report)
     # The same creates with 50 SSE clients connected and reading every event.
     create = next(s for s in scenarios if s.name == "create")
     with_sse = Scenario("create-sse", create.method, create.paths, create.bodies, create.headers)
@@ -1272,21 +1272,22 @@ def memory_phase(
     bounded working sets are full (what they hold does not grow with the issues), and
     with nothing else connected (SSE clients' and webhooks' buffers are not issues)."""
     proc, port = server
-    rate = max(report.loads["create"].rate, 50.0)
     say("  memory per stored issue: creates until the bounded working sets are full, then")
-    say(f"  VmRSS before and after about {MEMORY_GROWTH} more")
-    fill = MEMORY_FILL - (live_count(port) - report.rss_issues)
-    if fill > 0:
-        filling = Scenario("mem-fill", create.method, create.paths, create.bodies, create.headers)
-        measure(driver, port, proc.pid, filling, fill / rate, 0)
+    say(f"  VmRSS before and after {MEMORY_GROWTH} or more (the creates below run after it)")
+    start = live_count(port)
+    create_until(driver, port, create, start + MEMORY_FILL)
     report.growth_from = (kib_to_mb(proc_status(proc.pid)["VmRSS"]), live_count(port))
-    growing = Scenario("mem-grow", create.method, create.paths, create.bodies, create.headers)
-    measure(driver, port, proc.pid, growing, MEMORY_GROWTH / rate, 0)
+    create_until(driver, port, create, report.growth_from[1] + MEMORY_GROWTH)
     report.growth_to = (kib_to_mb(proc_status(proc.pid)["VmRSS"]), live_count(port))
-    # The next scenario is compared with the creates before this phase: let the
-    # background subscribers (issue files above all) finish this phase's work first.
+    # The creates measured next should not pay for this phase's background work.
     waited = background_idle(port)
     say(f"  background work caught up {waited:.1f}s after the memory phase")
+
+
+def create_until(driver: Driver, port: int, create: Scenario, live: int) -> None:
+    """Creates, in bursts of 2 s, until the server holds ``live`` issues."""
+    while live_count(port) < live:
+        driver.run(port, create, 2.0)
 
 
 def background_idle(port: int, timeout: float = 120.0) -> float:
