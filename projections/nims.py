@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import sys
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -27,6 +26,7 @@ from events.codec import dump_flow, dump_item, load_flow_items, load_items
 from events.fsio import fsync_dir, remove_stale_temps, replace_atomically
 from events.model import Event
 from hydraissue.model import display_key
+from projections.rows import shared
 
 NAME = "nim-audit"
 NIM_META = "nim"
@@ -52,11 +52,6 @@ class TrailEntry:
 
     def public_dict(self) -> dict[str, Any]:
         return {**self.to_dict(), "key": display_key(self.issue_id)}
-
-
-def _shared(text: str) -> str:
-    """Kinds and actions repeat across thousands of entries: one object per value."""
-    return sys.intern(text) if len(text) <= 64 else text
 
 
 class Trail:
@@ -109,8 +104,8 @@ class Trail:
         self._pos.append(entry.pos)
         self._issue.append(entry.issue_id)
         self._at.append(entry.at)
-        self._kind.append(_shared(entry.kind))
-        self._action.append(_shared(entry.action))
+        self._kind.append(shared(entry.kind))  # kinds and actions repeat across thousands
+        self._action.append(shared(entry.action))
 
     def counts(self) -> tuple[Counter[str], int, int]:
         """Nim actions by name, other writes, distinct issues: from the columns."""

@@ -83,23 +83,9 @@ class IssueReadModel:
             self.rows[row.id] = row
         live = [row for row in self.rows.values() if not row.deleted]
         self._live = sorted(row.id for row in live)
-        triage: dict[Triage, set[int]] = {}
-        projects: dict[str | None, set[int]] = {}
+        self._triage, self._projects = {}, {}
         for row in live:
-            key = (row.status, row.category, row.priority)
-            found = triage.get(key)
-            if found is None:
-                triage[key] = {row.id}
-            else:
-                found.add(row.id)
-            found = projects.get(row.project)
-            if found is None:
-                projects[row.project] = {row.id}
-            else:
-                found.add(row.id)
-        self._triage = triage
-        self._projects = projects
-        for row in live:
+            self._index_facets(row, add=True)
             self._index_nims(row, add=True)
         self.stats.load(live)
         self._generation += 1
@@ -232,8 +218,7 @@ class IssueReadModel:
         index = bisect.bisect_left(self._live, row.id)
         if index == len(self._live) or self._live[index] != row.id:
             self._live.insert(index, row.id)
-        self._triage.setdefault((row.status, row.category, row.priority), set()).add(row.id)
-        self._projects.setdefault(row.project, set()).add(row.id)
+        self._index_facets(row, add=True)
         self._index_nims(row, add=True)
         self.stats.add(row)
 
@@ -243,10 +228,18 @@ class IssueReadModel:
         index = bisect.bisect_left(self._live, row.id)
         if index < len(self._live) and self._live[index] == row.id:
             del self._live[index]
-        self._triage.get((row.status, row.category, row.priority), set()).discard(row.id)
-        self._projects.get(row.project, set()).discard(row.id)
+        self._index_facets(row, add=False)
         self._index_nims(row, add=False)
         self.stats.remove(row)
+
+    def _index_facets(self, row: IndexRow, *, add: bool) -> None:
+        triage = (row.status, row.category, row.priority)
+        if add:
+            self._triage.setdefault(triage, set()).add(row.id)
+            self._projects.setdefault(row.project, set()).add(row.id)
+        else:
+            self._triage.get(triage, set()).discard(row.id)
+            self._projects.get(row.project, set()).discard(row.id)
 
     def _index_nims(self, row: IndexRow, *, add: bool) -> None:
         nims = self._nims

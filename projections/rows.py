@@ -52,18 +52,18 @@ class IndexRow(NamedTuple):
             (
                 issue_id,
                 title,
-                _shared(status),
-                _shared(category),
-                _shared(priority),
-                _shared(project),
-                _shared(reporter),
+                shared(status),
+                shared(category),
+                shared(priority),
+                shared(project),
+                shared(reporter),
                 created,
-                created if updated == created else updated,
+                _same(updated, created),
                 seq,
                 deleted,
                 attachments,
                 _same(status_at, created, updated),
-                tuple((_shared(n), _shared(a)) for n, a in nims) if nims else (),
+                tuple((shared(n), shared(a)) for n, a in nims) if nims else (),
             ),
         )
 
@@ -100,10 +100,10 @@ def _same(value: str, *candidates: str) -> str:
 
 
 @overload
-def _shared(value: str) -> str: ...
+def shared(value: str) -> str: ...
 @overload
-def _shared(value: str | None) -> str | None: ...
-def _shared(value: str | None) -> str | None:
+def shared(value: str | None) -> str | None: ...
+def shared(value: str | None) -> str | None:
     """One object per distinct value: statuses, categories, projects and reporters
     repeat across thousands of rows."""
     return sys.intern(value) if value is not None and len(value) <= 64 else value
@@ -113,11 +113,11 @@ def row_for(issue: Issue) -> IndexRow:
     return IndexRow(
         id=issue.id,
         title=issue.title,
-        status=_shared(issue.status),
-        category=_shared(issue.category),
-        priority=_shared(issue.priority),
-        project=_shared(issue.project),
-        reporter=_shared(issue.reporter),
+        status=shared(issue.status),
+        category=shared(issue.category),
+        priority=shared(issue.priority),
+        project=shared(issue.project),
+        reporter=shared(issue.reporter),
         created_at=issue.created_at,
         updated_at=_same(issue.updated_at, issue.created_at),
         seq=issue.seq,
