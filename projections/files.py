@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,33 +95,34 @@ class ProjectionFiles:
     # -- snapshots: the index and the keys -----------------------------------------
 
     @staticmethod
-    def render_rows(rows: Sequence[Any]) -> bytes:
-        """Flow-line items for many records, encoded in chunks (orjson reads dataclasses)."""
-        parts: list[bytes] = []
+    def render_rows(rows: Sequence[Any], convert: Callable[[Any], Any]) -> Iterator[bytes]:
+        """Flow-line items for many records, encoded and yielded a chunk at a time: the
+        file is written as it is encoded, never held whole (orjson reads dataclasses)."""
         for start in range(0, len(rows), _ROWS_PER_CHUNK):
-            chunk = rows[start : start + _ROWS_PER_CHUNK]
+            chunk = [convert(row) for row in rows[start : start + _ROWS_PER_CHUNK]]
             raw = b"".join([b"- " + orjson.dumps(row) + b"\n" for row in chunk])
             if needs_care(raw):  # rare: escapes or float fixes, row by row
                 raw = b"".join(dump_item(row) for row in chunk)
-            parts.append(raw)
-        return b"".join(parts)
+            yield raw
 
-    def render_index(self, rows: Sequence[IndexRow], checkpoint: int) -> bytes:
+    def render_index(self, rows: Sequence[IndexRow], checkpoint: int) -> Iterator[bytes]:
         head = (
             b"# HydraIssue index: one summary row per issue (deleted ones too).\n"
             b"# Derived from events/; rebuilt by `hydraissue replay`.\n"
             + f"# Each row: [{', '.join(ROW_COLUMNS)}]\n".encode()
             + f"format: {INDEX_FORMAT}\ncheckpoint: {checkpoint}\nissues:\n".encode()
         )
-        return head + self.render_rows([row.values() for row in rows])
+        yield head
+        yield from self.render_rows(rows, IndexRow.values)
 
-    def render_keys(self, keys: Sequence[KeyRecord], checkpoint: int) -> bytes:
+    def render_keys(self, keys: Sequence[KeyRecord], checkpoint: int) -> Iterator[bytes]:
         head = (
             b"# HydraIssue idempotency keys of the last 24 hours. Each key is committed in\n"
             b"# the meta of the event it produced; this is a snapshot for fast start-up.\n"
             + f"format: {KEYS_FORMAT}\ncheckpoint: {checkpoint}\nkeys:\n".encode()
         )
-        return head + self.render_rows([k.to_dict() for k in keys])
+        yield head
+        yield from self.render_rows(keys, KeyRecord.to_dict)
 
     def write_snapshot(
         self, rows: Sequence[IndexRow], keys: Sequence[KeyRecord], checkpoint: int

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import time
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -57,10 +58,12 @@ class IssueReadModel:
         self._search: dict[int, str] = {}
         self._live: list[int] = []  # live ids, ascending = creation order
         # The facets that bound a list query's candidates. Status, category and priority
-        # share one set per combination (at most a few hundred), so an issue is in two
-        # sets, not four: a set costs about 40 bytes per member.
-        self._triage: dict[Triage, set[int]] = {}
-        self._projects: dict[str | None, set[int]] = {}
+        # share one column per combination (at most a few hundred), so an issue is in
+        # two, not four. A column is a sorted array of ids: 8 bytes a member where a set
+        # cost 40 to 65 (tools/bench.py's memory per stored issue), and a query's union
+        # of columns is built faster from arrays than from sets.
+        self._triage: dict[Triage, array[int]] = {}
+        self._projects: dict[str | None, array[int]] = {}
         self._results: OrderedDict[tuple[object, ...], tuple[int, list[int]]] = OrderedDict()
         # (agent, action), (None, action), (agent, None) -> issues: the nim filters
         self._nims: dict[tuple[str | None, str | None], set[int]] = {}
@@ -83,10 +86,14 @@ class IssueReadModel:
             self.rows[row.id] = row
         live = [row for row in self.rows.values() if not row.deleted]
         self._live = sorted(row.id for row in live)
-        self._triage, self._projects = {}, {}
+        triage: dict[Triage, list[int]] = {}
+        projects: dict[str | None, list[int]] = {}
         for row in live:
-            self._index_facets(row, add=True)
+            triage.setdefault((row.status, row.category, row.priority), []).append(row.id)
+            projects.setdefault(row.project, []).append(row.id)
             self._index_nims(row, add=True)
+        self._triage = {key: array("q", sorted(ids)) for key, ids in triage.items()}
+        self._projects = {key: array("q", sorted(ids)) for key, ids in projects.items()}
         self.stats.load(live)
         self._generation += 1
         now = time.time()
@@ -215,9 +222,7 @@ class IssueReadModel:
         self.rows[row.id] = row
         if row.deleted:
             return
-        index = bisect.bisect_left(self._live, row.id)
-        if index == len(self._live) or self._live[index] != row.id:
-            self._live.insert(index, row.id)
+        insert_sorted(self._live, row.id)
         self._index_facets(row, add=True)
         self._index_nims(row, add=True)
         self.stats.add(row)
@@ -225,9 +230,7 @@ class IssueReadModel:
     def _remove_row(self, row: IndexRow) -> None:
         if row.deleted:
             return
-        index = bisect.bisect_left(self._live, row.id)
-        if index < len(self._live) and self._live[index] == row.id:
-            del self._live[index]
+        remove_sorted(self._live, row.id)
         self._index_facets(row, add=False)
         self._index_nims(row, add=False)
         self.stats.remove(row)
@@ -235,11 +238,11 @@ class IssueReadModel:
     def _index_facets(self, row: IndexRow, *, add: bool) -> None:
         triage = (row.status, row.category, row.priority)
         if add:
-            self._triage.setdefault(triage, set()).add(row.id)
-            self._projects.setdefault(row.project, set()).add(row.id)
+            insert_sorted(self._triage.setdefault(triage, array("q")), row.id)
+            insert_sorted(self._projects.setdefault(row.project, array("q")), row.id)
         else:
-            self._triage.get(triage, set()).discard(row.id)
-            self._projects.get(row.project, set()).discard(row.id)
+            remove_sorted(self._triage.get(triage, array("q")), row.id)
+            remove_sorted(self._projects.get(row.project, array("q")), row.id)
 
     def _index_nims(self, row: IndexRow, *, add: bool) -> None:
         nims = self._nims
@@ -364,3 +367,19 @@ class IssueReadModel:
         return Snapshot(
             list(self.rows.values()), [k for k in self.keys.values() if k.expires > now]
         )
+
+
+def insert_sorted(ids: list[int] | array[int], issue_id: int) -> None:
+    """Into ascending ids, once; a new issue (the usual case) goes at the end."""
+    if not ids or ids[-1] < issue_id:
+        ids.append(issue_id)
+        return
+    index = bisect.bisect_left(ids, issue_id)
+    if index == len(ids) or ids[index] != issue_id:
+        ids.insert(index, issue_id)
+
+
+def remove_sorted(ids: list[int] | array[int], issue_id: int) -> None:
+    index = bisect.bisect_left(ids, issue_id)
+    if index < len(ids) and ids[index] == issue_id:
+        del ids[index]

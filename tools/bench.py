@@ -1270,17 +1270,20 @@ def memory_phase(
 ) -> None:
     """Memory per stored issue: VmRSS before and after MEMORY_GROWTH more creates, once the
     bounded working sets are full (what they hold does not grow with the issues), and
-    with nothing else connected (SSE clients' and webhooks' buffers are not issues)."""
+    with nothing else connected (SSE clients' and webhooks' buffers are not issues).
+    Both readings are taken once the background work has caught up, so issue files
+    still being written are not counted."""
     proc, port = server
     say("  memory per stored issue: creates until the bounded working sets are full, then")
     say(f"  VmRSS before and after {MEMORY_GROWTH} or more (the creates below run after it)")
     start = live_count(port)
     create_until(driver, port, create, start + MEMORY_FILL)
+    background_idle(port)
     report.growth_from = (kib_to_mb(proc_status(proc.pid)["VmRSS"]), live_count(port))
     create_until(driver, port, create, report.growth_from[1] + MEMORY_GROWTH)
-    report.growth_to = (kib_to_mb(proc_status(proc.pid)["VmRSS"]), live_count(port))
-    # The creates measured next should not pay for this phase's background work.
+    # Also so that the creates measured next do not pay for this phase's background work.
     waited = background_idle(port)
+    report.growth_to = (kib_to_mb(proc_status(proc.pid)["VmRSS"]), live_count(port))
     say(f"  background work caught up {waited:.1f}s after the memory phase")
 
 
