@@ -9,6 +9,7 @@ all agree with what the live service answered.
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import events.fsio
 from events.model import Actor
 from hydraissue import parse
 from hydraissue.commands import Command, DeleteIssue
@@ -411,3 +413,54 @@ async def test_replay_by_worker_processes_writes_the_same_files(
         assert_same_issues(live, fresh, "after a replay by workers")
     finally:
         await fresh.stop()
+
+
+# -- the index snapshot, written a chunk at a time -----------------------------------
+
+
+def _rows(count: int) -> list[IndexRow]:
+    """Rows enough for several chunks; one in the middle needs YAML's escapes (DEL)."""
+    rows = [
+        IndexRow(i, f"row {i} " + "x" * 200, "open", "bug", None, "web", None, "t", "t", 1)
+        for i in range(1, count + 1)
+    ]
+    rows[count // 2] = rows[count // 2]._replace(title="a \x7f in the middle chunk")
+    return rows
+
+
+def test_a_big_index_is_written_in_chunks_synced_in_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index, written as it is encoded (what that saves in memory is tools/bench.py's
+    to show), is made durable about a megabyte at a time and reads back row for row."""
+    files = ProjectionFiles(tmp_path)
+    files.prepare()
+    rows = _rows(16_000)  # about 4 MB: eight chunks of 2,048 rows
+    synced_at = [0]  # the file's size at each step's sync
+    real_fdatasync = events.fsio.os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        synced_at.append(os.fstat(fd).st_size)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(events.fsio.os, "fdatasync", fdatasync)
+    files.write_snapshot(rows, [], checkpoint=7)
+    size = (tmp_path / "issues.yaml").stat().st_size
+    assert size > 3 * events.fsio.SYNC_STEP
+    gaps = [b - a for a, b in zip(synced_at, [*synced_at[1:], size], strict=True)]
+    assert len(gaps) >= 3  # a step (1 MB) and at most a chunk more between syncs
+    assert max(gaps) < 2 * events.fsio.SYNC_STEP, gaps
+    assert files.read_index() == (7, rows)
+
+
+def test_an_index_that_fails_part_way_leaves_the_old_one(tmp_path: Path) -> None:
+    files = ProjectionFiles(tmp_path)
+    files.prepare()
+    rows = _rows(5_000)
+    files.write_snapshot(rows, [], checkpoint=3)
+    before = (tmp_path / "issues.yaml").read_bytes()
+    broken: list[Any] = [*rows, *rows[:3000], object()]  # fails in the third chunk
+    with pytest.raises(TypeError):
+        files.write_snapshot(broken, [], checkpoint=9)
+    assert (tmp_path / "issues.yaml").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
