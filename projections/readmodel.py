@@ -19,7 +19,7 @@ import bisect
 import time
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from events.model import Event
@@ -66,7 +66,7 @@ class IssueReadModel:
         self._projects: dict[str | None, array[int]] = {}
         self._results: OrderedDict[tuple[object, ...], tuple[int, list[int]]] = OrderedDict()
         # (agent, action), (None, action), (agent, None) -> issues: the nim filters
-        self._nims: dict[tuple[str | None, str | None], set[int]] = {}
+        self._nims: dict[tuple[str | None, str | None], array[int]] = {}  # columns too
         self.stats = StatsIndex()
         self._generation = 0  # bumped by every change of rows: invalidates _results
         self._pruned = time.time()
@@ -88,12 +88,15 @@ class IssueReadModel:
         self._live = sorted(row.id for row in live)
         triage: dict[Triage, list[int]] = {}
         projects: dict[str | None, list[int]] = {}
+        nims: dict[tuple[str | None, str | None], list[int]] = {}
         for row in live:
             triage.setdefault((row.status, row.category, row.priority), []).append(row.id)
             projects.setdefault(row.project, []).append(row.id)
-            self._index_nims(row, add=True)
+            for key in nim_keys(row):
+                nims.setdefault(key, []).append(row.id)
         self._triage = {key: array("q", sorted(ids)) for key, ids in triage.items()}
         self._projects = {key: array("q", sorted(ids)) for key, ids in projects.items()}
+        self._nims = {key: array("q", sorted(set(ids))) for key, ids in nims.items()}
         self.stats.load(live)
         self._generation += 1
         now = time.time()
@@ -246,14 +249,11 @@ class IssueReadModel:
 
     def _index_nims(self, row: IndexRow, *, add: bool) -> None:
         nims = self._nims
-        for agent, action in row.nims:
-            for key in ((agent, action), (None, action), (agent, None)):
-                if add:
-                    nims.setdefault(key, set()).add(row.id)
-                else:
-                    found = nims.get(key)
-                    if found is not None:
-                        found.discard(row.id)
+        for key in nim_keys(row):
+            if add:
+                insert_sorted(nims.setdefault(key, array("q")), row.id)
+            else:
+                remove_sorted(nims.get(key, array("q")), row.id)
 
     # -- reads ---------------------------------------------------------------------
 
@@ -319,16 +319,17 @@ class IssueReadModel:
 
     def _candidates(self, query: ListQuery) -> set[int] | None:
         """A set of ids that bounds the result, or None for 'everything': the smallest
-        facet set, narrowed by the nim filters with set operations (in C)."""
+        facet match, narrowed by the nim filters with set operations (in C)."""
         best = self._facet_candidates(query)
+        none = array("q")
         if query.nim_action is not None or (
             query.nim is not None and query.without_nim_action is None
         ):
-            having = self._nims.get((query.nim, query.nim_action), set())
-            best = set(having) if best is None else (best & having)
+            having = self._nims.get((query.nim, query.nim_action), none)
+            best = set(having) if best is None else best.intersection(having)
         if query.without_nim_action is not None:
-            having = self._nims.get((query.nim, query.without_nim_action), set())
-            best = (set(self._live) if best is None else best) - having
+            having = self._nims.get((query.nim, query.without_nim_action), none)
+            best = (set(self._live) if best is None else best).difference(having)
         return best
 
     def _facet_candidates(self, query: ListQuery) -> set[int] | None:
@@ -383,3 +384,12 @@ def remove_sorted(ids: list[int] | array[int], issue_id: int) -> None:
     index = bisect.bisect_left(ids, issue_id)
     if index < len(ids) and ids[index] == issue_id:
         del ids[index]
+
+
+def nim_keys(row: IndexRow) -> Iterator[tuple[str | None, str | None]]:
+    """The nim filters' keys an issue is under: (agent, action), (None, action) and
+    (agent, None) for each of its pairs (a key may come twice)."""
+    for agent, action in row.nims:
+        yield (agent, action)
+        yield (None, action)
+        yield (agent, None)

@@ -9,7 +9,7 @@ of a second (a frozen dataclass took half a second, most of the start-up budget)
 from __future__ import annotations
 
 import sys
-from typing import Any, NamedTuple, overload
+from typing import Any, NamedTuple, TypeVar, overload
 
 from hydraissue.model import Issue
 
@@ -63,7 +63,7 @@ class IndexRow(NamedTuple):
                 deleted,
                 attachments,
                 _same(status_at, created, updated),
-                tuple((shared(n), shared(a)) for n, a in nims) if nims else (),
+                shared_nims(tuple(shared_pair(n, a) for n, a in nims)) if nims else (),
             ),
         )
 
@@ -132,4 +132,35 @@ def nim_pairs(issue: Issue) -> tuple[tuple[str, str], ...]:
     """The distinct (agent, action) pairs of an issue's nim actions, in a fixed order."""
     if not issue.nim_actions:
         return ()
-    return tuple(sorted({(sys.intern(a.name), sys.intern(a.action)) for a in issue.nim_actions}))
+    pairs = {shared_pair(a.name, a.action) for a in issue.nim_actions}
+    return shared_nims(tuple(sorted(pairs)))
+
+
+T = TypeVar("T")
+Pair = tuple[str, str]
+Pairs = tuple[Pair, ...]
+_PAIRS: dict[Pair, Pair] = {}
+_NIMS: dict[Pairs, Pairs] = {}
+SHARED_AT_MOST = 4096  # distinct pairs, and sets of them, kept for sharing (agents'
+# names are free text: what is not kept is simply not shared)
+
+
+def shared_pair(agent: str, action: str) -> Pair:
+    """One object per (agent, action): a few agents doing a few actions, repeated by
+    thousands of issues (a 2-tuple per pair per row was 10 MB of a 100,000-issue
+    history)."""
+    return _shared(_PAIRS, (shared(agent), shared(action)))
+
+
+def shared_nims(pairs: Pairs) -> Pairs:
+    """One object per distinct set of pairs (as many issues have the same ones)."""
+    return _shared(_NIMS, pairs)
+
+
+def _shared(kept: dict[T, T], value: T) -> T:
+    found = kept.get(value)
+    if found is not None:
+        return found
+    if len(kept) < SHARED_AT_MOST:
+        kept[value] = value
+    return value
