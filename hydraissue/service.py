@@ -152,6 +152,7 @@ class IssueService:
         # Weak: a lock lives while some request holds or awaits it, not forever.
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
         self._warm_task: asyncio.Task[None] | None = None
+        self._trails_task: asyncio.Task[None] | None = None
         self._started = False
         self._index_absent = False
         self.read_only: str | None = None  # why writes are refused (a full disk at start)
@@ -274,7 +275,9 @@ class IssueService:
         # Audit trails start from the beginning: a first start builds them (background).
         self.dispatcher.add(NIM_SUBSCRIBER, self._audit, initial=0, batch=1024)
         await asyncio.to_thread(self.webhooks.load)
-        await asyncio.to_thread(self.nims.load)
+        # The trails grow with everything agents ever did (0.6 s of start-up at 100,000
+        # issues): they load in the background, and what reads them waits (trails()).
+        self._trails_task = asyncio.create_task(self._load_trails(), name="audit-trails")
         await asyncio.to_thread(self.refusals.load)
         await self.deliveries.start()
         self.dispatcher.start()
@@ -361,6 +364,8 @@ class IssueService:
             self._warm_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._warm_task
+        if self._trails_task is not None:
+            await self._trails_task  # a thread: it cannot be cancelled, and it is short
         await self.store.close()
         if self._started:
             await self.dispatcher.stop()
@@ -402,10 +407,11 @@ class IssueService:
             await self.writer.rewrite(repaired)
 
     async def idle(self, timeout: float = 30.0) -> None:
-        """Wait until background work is done: the warm-up, and every subscriber has
-        handled everything committed so far (a seam for tests and tools)."""
-        if self._warm_task is not None:
-            await asyncio.wait_for(asyncio.shield(self._warm_task), timeout)
+        """Wait until background work is done: the warm-up, the trails' load, and every
+        subscriber has handled everything committed so far (a seam for tests and tools)."""
+        for task in (self._warm_task, self._trails_task):
+            if task is not None:
+                await asyncio.wait_for(asyncio.shield(task), timeout)
         await self.dispatcher.idle(timeout)
 
     # -- reads ---------------------------------------------------------------------
@@ -682,9 +688,21 @@ class IssueService:
             raise
         return self._outcome(issue_id, events)
 
+    async def _load_trails(self) -> None:
+        try:
+            await asyncio.to_thread(self.nims.load)
+        except OSError as exc:
+            log.error("start-up: the agents' audit trails could not be read: %s", exc)
+
+    async def trails(self) -> NimTrails:
+        """The agents' audit trails, once start-up has loaded them (in the background)."""
+        if self._trails_task is not None:
+            await asyncio.shield(self._trails_task)
+        return self.nims
+
     async def _audit(self, events: Sequence[Event]) -> None:
         """Subscriber: agents' audit trails, in memory and in their files."""
-        added = self.nims.apply(events)
+        added = (await self.trails()).apply(events)
         if added:
             await asyncio.to_thread(self.nims.append_files, added)
 

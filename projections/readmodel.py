@@ -88,12 +88,16 @@ class IssueReadModel:
         self._live = sorted(row.id for row in live)
         triage: dict[Triage, list[int]] = {}
         projects: dict[str | None, list[int]] = {}
-        nims: dict[tuple[str | None, str | None], list[int]] = {}
+        by_pair: dict[tuple[str, str], list[int]] = {}
         for row in live:
             triage.setdefault((row.status, row.category, row.priority), []).append(row.id)
             projects.setdefault(row.project, []).append(row.id)
-            for key in nim_keys(row):
-                nims.setdefault(key, []).append(row.id)
+            for pair in row.nims:
+                by_pair.setdefault(pair, []).append(row.id)
+        nims: dict[tuple[str | None, str | None], list[int]] = {}
+        for pair, ids in by_pair.items():  # a few dozen (agent, action) pairs
+            for key in nim_keys((pair,)):
+                nims.setdefault(key, []).extend(ids)
         self._triage = {key: array("q", sorted(ids)) for key, ids in triage.items()}
         self._projects = {key: array("q", sorted(ids)) for key, ids in projects.items()}
         self._nims = {key: array("q", sorted(set(ids))) for key, ids in nims.items()}
@@ -249,7 +253,7 @@ class IssueReadModel:
 
     def _index_nims(self, row: IndexRow, *, add: bool) -> None:
         nims = self._nims
-        for key in nim_keys(row):
+        for key in nim_keys(row.nims):
             if add:
                 insert_sorted(nims.setdefault(key, array("q")), row.id)
             else:
@@ -386,10 +390,10 @@ def remove_sorted(ids: list[int] | array[int], issue_id: int) -> None:
         del ids[index]
 
 
-def nim_keys(row: IndexRow) -> Iterator[tuple[str | None, str | None]]:
-    """The nim filters' keys an issue is under: (agent, action), (None, action) and
-    (agent, None) for each of its pairs (a key may come twice)."""
-    for agent, action in row.nims:
+def nim_keys(pairs: Iterable[tuple[str, str]]) -> Iterator[tuple[str | None, str | None]]:
+    """The nim filters' keys an issue with these (agent, action) pairs is under:
+    (agent, action), (None, action) and (agent, None) for each (a key may come twice)."""
+    for agent, action in pairs:
         yield (agent, action)
         yield (None, action)
         yield (agent, None)

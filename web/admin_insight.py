@@ -402,7 +402,8 @@ def nim_url(name: str) -> str:
 @routes.get("/admin/nims")
 async def nims_page(request: web.Request) -> web.Response:
     known_query(request, ())
-    agents = [{**a, "url": nim_url(a["name"])} for a in request.app[SERVICE].nims.summary()]
+    trails = await request.app[SERVICE].trails()
+    agents = [{**a, "url": nim_url(a["name"])} for a in trails.summary()]
     context = {
         "admin": admin_of(request),
         "agents": agents,
@@ -433,7 +434,7 @@ async def nim_page(request: web.Request) -> web.Response:
     until = parse_moment(until_raw, "until", end_of_day=True) if until_raw else None
     action = query.get("action", "").strip() or None
     offset = _whole(query, "offset", 0)
-    trails = request.app[SERVICE].nims
+    trails = await request.app[SERVICE].trails()
     entries = trails.entries(name, action=action, since=since, until=until)
     if entries is None:
         raise NotFound(f"no agent {name!r} has done anything yet", {"name": name})

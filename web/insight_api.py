@@ -58,7 +58,7 @@ def _number(params: Mapping[str, str], name: str, default: int, high: int) -> in
 @routes.get("/api/v1/nims")
 async def nims(request: web.Request) -> web.Response:
     known_query(request, ())
-    return json_response(request.app[SERVICE].nims.summary())
+    return json_response((await request.app[SERVICE].trails()).summary())
 
 
 @routes.get("/api/v1/nims/{name}/actions")
@@ -72,7 +72,7 @@ async def nim_actions(request: web.Request) -> web.Response:
         raise Invalid("since", "is after until")
     limit = _number(params, "limit", 100, MAX_LIMIT)
     offset = _number(params, "offset", 0, 10**9)
-    entries = request.app[SERVICE].nims.entries(
+    entries = (await request.app[SERVICE].trails()).entries(
         name, action=params.get("action") or None, since=since, until=until
     )
     if entries is None:
