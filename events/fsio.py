@@ -114,7 +114,7 @@ def _write_all(fd: int, data: Data) -> None:
 
 def _steps(data: Data) -> Iterable[bytes | memoryview]:
     """The parts to write: a whole file in steps of ``SYNC_STEP`` when it is big."""
-    if not isinstance(data, bytes):
+    if not isinstance(data, bytes | bytearray | memoryview):
         return data
     if len(data) <= 2 * SYNC_STEP:
         return (data,)
@@ -123,7 +123,7 @@ def _steps(data: Data) -> Iterable[bytes | memoryview]:
 
 
 def _holds(path: Path, data: Data) -> bool:
-    if not isinstance(data, bytes):
+    if not isinstance(data, bytes | bytearray | memoryview):
         return False
     try:
         fd = os.open(path, os.O_RDONLY)

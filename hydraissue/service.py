@@ -153,6 +153,7 @@ class IssueService:
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
         self._warm_task: asyncio.Task[None] | None = None
         self._trails_task: asyncio.Task[None] | None = None
+        self._trails_failed: str | None = None
         self._started = False
         self._index_absent = False
         self.read_only: str | None = None  # why writes are refused (a full disk at start)
@@ -164,7 +165,7 @@ class IssueService:
         it starts read-only (reads served, writes 503, health degraded).
 
         The cyclic collector is off while start-up loads: what it builds (a row per
-        issue, trail entries) is all kept, yet each of its allocations counted towards a
+        issue) is all kept, yet each of its allocations counted towards a
         collection that walked everything loaded so far (at 100,000 issues reading the
         index took 2.9 s with it, 1.5 s without). ``gc.freeze`` at the end keeps it out
         of later full passes too.
@@ -201,6 +202,9 @@ class IssueService:
         opened = await self.store.open()
         report.repairs, report.damaged, report.notes = opened.repairs, opened.damaged, opened.notes
         await self._load_snapshot(report, *await asyncio.to_thread(self._read_snapshots))
+        if self._trails_task is not None:  # the writable start got that far: let it end
+            await self._trails_task
+            self._trails_task, self._trails_failed = None, None
         for load in (self.webhooks.load, self.nims.load, self.refusals.load):
             try:
                 await asyncio.to_thread(load)
@@ -365,7 +369,7 @@ class IssueService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._warm_task
         if self._trails_task is not None:
-            await self._trails_task  # a thread: it cannot be cancelled, and it is short
+            await self._trails_task  # a thread: it cannot be cancelled; it never raises
         await self.store.close()
         if self._started:
             await self.dispatcher.stop()
@@ -691,13 +695,21 @@ class IssueService:
     async def _load_trails(self) -> None:
         try:
             await asyncio.to_thread(self.nims.load)
-        except OSError as exc:
-            log.error("start-up: the agents' audit trails could not be read: %s", exc)
+            gc.freeze()  # kept for good, as what start() loaded
+        except Exception as exc:  # said by trails() and in the log, not a crash later
+            self._trails_failed = f"the agents' audit trails could not be read: {exc}"
+            log.error("start-up: %s (`hydraissue replay` rebuilds them)", self._trails_failed)
 
     async def trails(self) -> NimTrails:
-        """The agents' audit trails, once start-up has loaded them (in the background)."""
+        """The agents' audit trails, once start-up has loaded them (in the background);
+        503 if they could not be read (the nim-audit subscriber then waits too)."""
         if self._trails_task is not None:
             await asyncio.shield(self._trails_task)
+        if self._trails_failed is not None:
+            raise StorageUnavailable(
+                f"{self._trails_failed}; `hydraissue replay` rebuilds them",
+                {"reason": "audit-trails"},
+            )
         return self.nims
 
     async def _audit(self, events: Sequence[Event]) -> None:

@@ -278,9 +278,21 @@ class NimTrails:
         return self.folder / file_name(agent)
 
     def load(self) -> None:
-        if not self.folder.is_dir():
-            return
-        remove_stale_temps(self.folder)
+        """The trails from their files, replacing what memory held (so a second load
+        gives the same, not twice the entries). Entries that are not ours (a hand
+        edit) are skipped."""
+        trails: dict[str, Trail] = {}
+        if self.folder.is_dir():
+            remove_stale_temps(self.folder)
+            for agent, entry in self._file_entries():
+                trail = trails.get(agent)
+                if trail is None:
+                    trail = trails[agent] = Trail()
+                if not trail or trail.last_pos <= entry.pos:  # an import's share one
+                    trail.append(entry)
+        self.trails = trails
+
+    def _file_entries(self) -> Iterator[tuple[str, TrailEntry]]:
         for entry in sorted(os.scandir(self.folder), key=lambda e: e.name):
             if not entry.name.endswith(".yaml") or entry.name.startswith("."):
                 continue
@@ -300,9 +312,8 @@ class NimTrails:
                     loaded = TrailEntry(**item)
                 except TypeError:
                     continue  # not one of our entries (a hand edit)
-                trail = self._trail(agent)
-                if not trail or trail.last_pos <= loaded.pos:  # an import's share one
-                    trail.append(loaded)
+                if _well_typed(loaded):
+                    yield agent, loaded
 
     def header(self, agent: str) -> bytes:
         return (
@@ -350,3 +361,16 @@ class NimTrails:
             if entry.name.endswith(".yaml") and entry.name not in keep:
                 os.unlink(entry.path)
         fsync_dir(self.folder)
+
+
+def _well_typed(entry: TrailEntry) -> bool:
+    """What the trail's columns can hold (positions and ids in signed 64-bit arrays)."""
+    return (
+        type(entry.pos) is int
+        and type(entry.issue_id) is int
+        and 0 <= entry.pos < 2**63
+        and 0 <= entry.issue_id < 2**63
+        and isinstance(entry.at, str)
+        and isinstance(entry.kind, str)
+        and isinstance(entry.action, str)
+    )

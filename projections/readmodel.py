@@ -212,9 +212,7 @@ class IssueReadModel:
         old = self.rows.get(issue.id)
         row = row_for(issue)
         if old != row:
-            if old is not None:
-                self._remove_row(old)
-            self._set_row(row)
+            self._replace_row(old, row)
         self._search.pop(issue.id, None)
         self._full.put(issue)
 
@@ -224,15 +222,30 @@ class IssueReadModel:
             self._pruned = now
             self.keys = {k: r for k, r in self.keys.items() if r.expires > now}
 
-    def _set_row(self, row: IndexRow) -> None:
+    def _replace_row(self, old: IndexRow | None, row: IndexRow) -> None:
+        """Only the indexes whose keys changed are touched: most events change a row's
+        seq and times alone, and moving an id within a column of 100,000 ids moves
+        800 KB."""
         self._generation += 1
         self.rows[row.id] = row
-        if row.deleted:
+        if old is not None and not old.deleted and not row.deleted:
+            if _facets(old) != _facets(row):
+                self._index_facets(old, add=False)
+                self._index_facets(row, add=True)
+            if old.nims != row.nims:
+                self._index_nims(old, add=False)
+                self._index_nims(row, add=True)
+            if _counted(old) != _counted(row):
+                self.stats.remove(old)
+                self.stats.add(row)
             return
-        insert_sorted(self._live, row.id)
-        self._index_facets(row, add=True)
-        self._index_nims(row, add=True)
-        self.stats.add(row)
+        if old is not None:
+            self._remove_row(old)
+        if not row.deleted:
+            insert_sorted(self._live, row.id)
+            self._index_facets(row, add=True)
+            self._index_nims(row, add=True)
+            self.stats.add(row)
 
     def _remove_row(self, row: IndexRow) -> None:
         if row.deleted:
@@ -330,10 +343,10 @@ class IssueReadModel:
             query.nim is not None and query.without_nim_action is None
         ):
             having = self._nims.get((query.nim, query.nim_action), none)
-            best = set(having) if best is None else best.intersection(having)
+            best = set(having) if best is None else _narrowed(best, having, keep=True)
         if query.without_nim_action is not None:
             having = self._nims.get((query.nim, query.without_nim_action), none)
-            best = (set(self._live) if best is None else best).difference(having)
+            best = _narrowed(set(self._live) if best is None else best, having, keep=False)
         return best
 
     def _facet_candidates(self, query: ListQuery) -> set[int] | None:
@@ -397,3 +410,25 @@ def nim_keys(pairs: Iterable[tuple[str, str]]) -> Iterator[tuple[str | None, str
         yield (agent, action)
         yield (None, action)
         yield (agent, None)
+
+
+def _facets(row: IndexRow) -> tuple[object, ...]:
+    return (row.status, row.category, row.priority, row.project)
+
+
+def _counted(row: IndexRow) -> tuple[object, ...]:
+    """What the statistics read of a row (``StatsIndex.add`` and ``remove``)."""
+    return (row.status, row.category, row.priority, row.project, row.created_at, row.status_at)
+
+
+def _narrowed(ids: set[int], column: array[int], *, keep: bool) -> set[int]:
+    """The ids that are in the column (``keep``) or are not: a binary search each when
+    they are few beside it, else one pass over the column (which boxes every id)."""
+    if len(ids) * 32 < len(column):
+        return {i for i in ids if _holds(column, i) is keep}
+    return ids.intersection(column) if keep else ids.difference(column)
+
+
+def _holds(ids: array[int], issue_id: int) -> bool:
+    index = bisect.bisect_left(ids, issue_id)
+    return index < len(ids) and ids[index] == issue_id

@@ -153,8 +153,9 @@ def shared_pair(agent: str, action: str) -> Pair:
 
 
 def shared_nims(pairs: Pairs) -> Pairs:
-    """One object per distinct set of pairs (as many issues have the same ones)."""
-    return _shared(_NIMS, pairs)
+    """One object per distinct set of pairs (as many issues have the same ones); a long
+    one is seldom shared and is not kept."""
+    return _shared(_NIMS, pairs) if len(pairs) <= 16 else pairs
 
 
 def _shared(kept: dict[T, T], value: T) -> T:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import re
+from array import array
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 
+from projections.readmodel import _narrowed, insert_sorted, remove_sorted
 from tests.conftest import admin_move
 
 Client = TestClient[Any, web.Application]
@@ -397,3 +401,28 @@ async def test_limit_bounds_are_inclusive(client: Client, auth: dict[str, str]) 
     await create(client, auth)
     assert await ids(client, auth, "limit=1") == [1]
     assert await ids(client, auth, "limit=1000") == [1]
+
+
+# -- the read model's id columns ------------------------------------------------------
+
+
+@given(
+    st.sets(st.integers(1, 3000), max_size=60),
+    st.sets(st.integers(1, 3000), max_size=2500),
+    st.booleans(),
+)
+def test_an_id_column_narrows_a_candidate_set_as_a_set_would(
+    ids: set[int], column: set[int], keep: bool
+) -> None:
+    """Few candidates beside a long column are looked up one by one, many are matched in
+    one pass: either way the answer is the set operation's."""
+    array_column = array("q")
+    for issue_id in sorted(column, reverse=True):  # out of order: inserts mid-column
+        insert_sorted(array_column, issue_id)
+        insert_sorted(array_column, issue_id)  # twice: still once
+    assert list(array_column) == sorted(column)
+    expected = ids & column if keep else ids - column
+    assert _narrowed(set(ids), array_column, keep=keep) == expected
+    for issue_id in ids:
+        remove_sorted(array_column, issue_id)
+    assert list(array_column) == sorted(column - ids)

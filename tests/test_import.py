@@ -323,7 +323,7 @@ async def test_the_api_answers_the_imported_issues(
     # The agents' trails hold the imported nim actions; no webhook history is sent.
     await settled(client)
     service = client.app[SERVICE]
-    comet = service.nims.entries("comet")
+    comet = (await service.trails()).entries("comet")
     assert comet is not None
     expected = trail_length(imported, "comet")
     assert len(comet) == expected and all(e.kind == "nim_action" for e in comet)
@@ -336,19 +336,19 @@ async def test_imported_nim_trails_survive_a_restart_and_a_replay(
 ) -> None:
     from projections.rebuild import replay
 
-    def count(service: IssueService, agent: str) -> int:
-        return len(service.nims.entries(agent) or [])
+    async def count(service: IssueService, agent: str) -> int:
+        return len((await service.trails()).entries(agent) or [])
 
     expected = trail_length(imported, "nebula") + 1  # the hand-edited one's
     for _ in range(2):
         service = IssueService(data_dir)
         await service.start()
         await service.idle()
-        assert count(service, "nebula") == expected
+        assert await count(service, "nebula") == expected
         await service.stop()
     await replay(data_dir)
     service = IssueService(data_dir)
     await service.start()
     await service.idle()
-    assert count(service, "nebula") == expected
+    assert await count(service, "nebula") == expected
     await service.stop()

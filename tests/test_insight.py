@@ -291,6 +291,37 @@ async def test_a_trail_torn_by_a_crash_loads_its_whole_entries(
     assert await get(again, "/api/v1/nims/nebula/actions?limit=1000") == before
 
 
+async def test_trail_entries_edited_by_hand_into_other_types_are_skipped(
+    aiohttp_client: ClientFactory, config: Config, data_dir: Path, seeded: Client
+) -> None:
+    before = await get(seeded, "/api/v1/nims/nebula/actions?limit=1000")
+    await seeded.close()
+    path = data_dir / "audit" / "nims" / "nebula.yaml"
+    path.write_bytes(
+        path.read_bytes()
+        + b'- {"pos":"99999","at":"2026-01-01T00:00:00Z","issue_id":1,"kind":"k","action":"a"}\n'
+        + b'- {"pos":99999,"at":"2026-01-01T00:00:00Z","issue_id":1180591620717411303424,'
+        + b'"kind":"k","action":"a"}\n'
+    )
+    again = await aiohttp_client(create_app(config))
+    assert await get(again, "/api/v1/nims/nebula/actions?limit=1000") == before
+
+
+async def test_trails_that_cannot_be_read_are_a_503_and_everything_else_serves(
+    aiohttp_client: ClientFactory, config: Config, data_dir: Path, seeded: Client
+) -> None:
+    """They load in the background after start-up: what shows them says why it cannot."""
+    await seeded.close()
+    (data_dir / "audit" / "nims" / "zz.yaml").mkdir()  # read_bytes: IsADirectoryError
+    again = await aiohttp_client(create_app(config))
+    error = await get(again, "/api/v1/nims", 503)
+    assert "audit trails could not be read" in error["error"]
+    assert "hydraissue replay" in error["error"]
+    assert (await get(again, "/api/v1/nims/nebula/actions", 503))["code"] == 503
+    assert (await get(again, "/api/v1/issues/1"))["id"] == 1
+    assert (await get(again, "/api/v1/stats"))["total"] == 4
+
+
 # -- stats ----------------------------------------------------------------------------
 
 
