@@ -277,32 +277,27 @@ async def test_audit_trails_are_equal_after_replay(
         assert await get(again, f"/api/v1/nims/{name}/actions?limit=1000") == trail
 
 
-async def test_a_trail_torn_by_a_crash_loads_its_whole_entries(
-    aiohttp_client: ClientFactory, config: Config, data_dir: Path, seeded: Client
+@pytest.mark.parametrize(
+    "tail",
+    [
+        # A crash mid-append: the last entry's line cut short, the one before it a hand edit.
+        pytest.param(b'- {"pos":1,"what":"not an entry"}\n- {"pos":99999,"at":"20', id="torn"),
+        # Entries edited by hand into other types: a string position, an id beyond 64 bits.
+        pytest.param(
+            b'- {"pos":"99999","at":"2026-01-01T00:00:00Z","issue_id":1,"kind":"k","action":"a"}\n'
+            b'- {"pos":99999,"at":"2026-01-01T00:00:00Z","issue_id":1180591620717411303424,'
+            b'"kind":"k","action":"a"}\n',
+            id="retyped",
+        ),
+    ],
+)
+async def test_a_trail_loads_its_whole_entries_and_skips_what_is_not_one(
+    aiohttp_client: ClientFactory, config: Config, data_dir: Path, seeded: Client, tail: bytes
 ) -> None:
     before = await get(seeded, "/api/v1/nims/nebula/actions?limit=1000")
     await seeded.close()
     path = data_dir / "audit" / "nims" / "nebula.yaml"
-    whole = path.read_bytes()
-    # A crash mid-append: the last entry's line cut short, the one before it a hand edit.
-    path.write_bytes(whole + b'- {"pos":1,"what":"not an entry"}\n- {"pos":99999,"at":"20')
-
-    again = await aiohttp_client(create_app(config))
-    assert await get(again, "/api/v1/nims/nebula/actions?limit=1000") == before
-
-
-async def test_trail_entries_edited_by_hand_into_other_types_are_skipped(
-    aiohttp_client: ClientFactory, config: Config, data_dir: Path, seeded: Client
-) -> None:
-    before = await get(seeded, "/api/v1/nims/nebula/actions?limit=1000")
-    await seeded.close()
-    path = data_dir / "audit" / "nims" / "nebula.yaml"
-    path.write_bytes(
-        path.read_bytes()
-        + b'- {"pos":"99999","at":"2026-01-01T00:00:00Z","issue_id":1,"kind":"k","action":"a"}\n'
-        + b'- {"pos":99999,"at":"2026-01-01T00:00:00Z","issue_id":1180591620717411303424,'
-        + b'"kind":"k","action":"a"}\n'
-    )
+    path.write_bytes(path.read_bytes() + tail)
     again = await aiohttp_client(create_app(config))
     assert await get(again, "/api/v1/nims/nebula/actions?limit=1000") == before
 
