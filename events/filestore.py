@@ -131,7 +131,7 @@ class FileEventStore(EventStore):
         self._last_at = ""
         # Per issue: its log's committed size and last seq, as one int (size << 32 | seq):
         # one dict entry and one int per issue instead of two of each (about 90 bytes
-        # of the memory an issue costs). Read it through ``_seq_of`` and ``_size_of``.
+        # of the memory an issue costs). Read it through ``seq_of`` and ``_size_of``.
         self._logs: dict[int, int] = {}
         self._damaged: dict[int, str] = {}
         self._torn: dict[int, int] = {}  # read-only opens: torn bytes found, not cut

@@ -146,7 +146,7 @@ class IssueService:
             resolver=resolver,
         )
         self.resolver = resolver
-        self.nims = NimTrails(data_dir)
+        self._trails = NimTrails(data_dir)  # through trails(): it loads in the background
         self.refusals = RefusalLog(data_dir)
         self.startup = StartupReport()
         # Weak: a lock lives while some request holds or awaits it, not forever.
@@ -205,7 +205,7 @@ class IssueService:
         if self._trails_task is not None:  # the writable start got that far: let it end
             await self._trails_task
             self._trails_task, self._trails_failed = None, None
-        for load in (self.webhooks.load, self.nims.load, self.refusals.load):
+        for load in (self.webhooks.load, self._trails.load, self.refusals.load):
             try:
                 await asyncio.to_thread(load)
             except OSError as error:
@@ -694,7 +694,7 @@ class IssueService:
 
     async def _load_trails(self) -> None:
         try:
-            await asyncio.to_thread(self.nims.load)
+            await asyncio.to_thread(self._trails.load)
             gc.freeze()  # kept for good, as what start() loaded
         except Exception as exc:  # said by trails() and in the log, not a crash later
             self._trails_failed = f"the agents' audit trails could not be read: {exc}"
@@ -710,13 +710,14 @@ class IssueService:
                 f"{self._trails_failed}; `hydraissue replay` rebuilds them",
                 {"reason": "audit-trails"},
             )
-        return self.nims
+        return self._trails
 
     async def _audit(self, events: Sequence[Event]) -> None:
         """Subscriber: agents' audit trails, in memory and in their files."""
-        added = (await self.trails()).apply(events)
+        trails = await self.trails()
+        added = trails.apply(events)
         if added:
-            await asyncio.to_thread(self.nims.append_files, added)
+            await asyncio.to_thread(trails.append_files, added)
 
     def target_policy(self) -> TargetPolicy:
         return TargetPolicy.from_config(

@@ -196,10 +196,7 @@ class NimTrails:
     # -- memory ------------------------------------------------------------------------
 
     def _trail(self, agent: str) -> Trail:
-        trail = self.trails.get(agent)
-        if trail is None:
-            trail = self.trails[agent] = Trail()
-        return trail
+        return _trail_in(self.trails, agent)
 
     def add(self, agent: str, entry: TrailEntry) -> bool:
         trail = self._trail(agent)
@@ -236,21 +233,24 @@ class NimTrails:
                 added.setdefault(agent, []).append(entry)
 
     def summary(self) -> list[dict[str, Any]]:
-        out = []
-        for agent in sorted(self.trails):
-            trail = self.trails[agent]
-            actions, writes, issues = trail.counts()
-            out.append(
-                {
-                    "name": agent,
-                    "actions": sum(actions.values()),
-                    "writes": writes,
-                    "by_action": dict(sorted(actions.items())),
-                    "issues": issues,
-                    "last_activity": trail.last_at,
-                }
-            )
-        return out
+        return [self._summary(agent, self.trails[agent]) for agent in sorted(self.trails)]
+
+    def agent_summary(self, agent: str) -> dict[str, Any] | None:
+        """One agent's line of ``summary`` (None: unknown), without counting the others."""
+        trail = self.trails.get(agent)
+        return None if trail is None else self._summary(agent, trail)
+
+    @staticmethod
+    def _summary(agent: str, trail: Trail) -> dict[str, Any]:
+        actions, writes, issues = trail.counts()
+        return {
+            "name": agent,
+            "actions": sum(actions.values()),
+            "writes": writes,
+            "by_action": dict(sorted(actions.items())),
+            "issues": issues,
+            "last_activity": trail.last_at,
+        }
 
     def entries(
         self,
@@ -285,9 +285,7 @@ class NimTrails:
         if self.folder.is_dir():
             remove_stale_temps(self.folder)
             for agent, entry in self._file_entries():
-                trail = trails.get(agent)
-                if trail is None:
-                    trail = trails[agent] = Trail()
+                trail = _trail_in(trails, agent)
                 if not trail or trail.last_pos <= entry.pos:  # an import's share one
                     trail.append(entry)
         self.trails = trails
@@ -374,3 +372,10 @@ def _well_typed(entry: TrailEntry) -> bool:
         and isinstance(entry.kind, str)
         and isinstance(entry.action, str)
     )
+
+
+def _trail_in(trails: dict[str, Trail], agent: str) -> Trail:
+    trail = trails.get(agent)
+    if trail is None:
+        trail = trails[agent] = Trail()
+    return trail

@@ -29,7 +29,7 @@ from projections.compact import CompactIssues, issue_json
 from projections.keys import KeyRecord, record_for
 from projections.query import ListQuery, row_matches, sort_key
 from projections.rows import IndexRow, row_for
-from projections.stats import StatsIndex
+from projections.stats import StatsIndex, counted
 
 Triage = tuple[str, str, str | None]  # (status, category, priority)
 RESULT_CACHE = 256  # distinct filters whose sorted ids are kept
@@ -90,8 +90,9 @@ class IssueReadModel:
         projects: dict[str | None, list[int]] = {}
         by_pair: dict[tuple[str, str], list[int]] = {}
         for row in live:
-            triage.setdefault((row.status, row.category, row.priority), []).append(row.id)
-            projects.setdefault(row.project, []).append(row.id)
+            triage_key, project = _facets(row)
+            triage.setdefault(triage_key, []).append(row.id)
+            projects.setdefault(project, []).append(row.id)
             for pair in row.nims:
                 by_pair.setdefault(pair, []).append(row.id)
         nims: dict[tuple[str | None, str | None], list[int]] = {}
@@ -235,7 +236,7 @@ class IssueReadModel:
             if old.nims != row.nims:
                 self._index_nims(old, add=False)
                 self._index_nims(row, add=True)
-            if _counted(old) != _counted(row):
+            if counted(old) != counted(row):
                 self.stats.remove(old)
                 self.stats.add(row)
             return
@@ -256,13 +257,13 @@ class IssueReadModel:
         self.stats.remove(row)
 
     def _index_facets(self, row: IndexRow, *, add: bool) -> None:
-        triage = (row.status, row.category, row.priority)
+        triage, project = _facets(row)
         if add:
             insert_sorted(self._triage.setdefault(triage, array("q")), row.id)
-            insert_sorted(self._projects.setdefault(row.project, array("q")), row.id)
+            insert_sorted(self._projects.setdefault(project, array("q")), row.id)
         else:
-            remove_sorted(self._triage.get(triage, array("q")), row.id)
-            remove_sorted(self._projects.get(row.project, array("q")), row.id)
+            remove_sorted(self._triage.get(triage, _NO_IDS), row.id)
+            remove_sorted(self._projects.get(project, _NO_IDS), row.id)
 
     def _index_nims(self, row: IndexRow, *, add: bool) -> None:
         nims = self._nims
@@ -270,7 +271,7 @@ class IssueReadModel:
             if add:
                 insert_sorted(nims.setdefault(key, array("q")), row.id)
             else:
-                remove_sorted(nims.get(key, array("q")), row.id)
+                remove_sorted(nims.get(key, _NO_IDS), row.id)
 
     # -- reads ---------------------------------------------------------------------
 
@@ -338,14 +339,13 @@ class IssueReadModel:
         """A set of ids that bounds the result, or None for 'everything': the smallest
         facet match, narrowed by the nim filters with set operations (in C)."""
         best = self._facet_candidates(query)
-        none = array("q")
         if query.nim_action is not None or (
             query.nim is not None and query.without_nim_action is None
         ):
-            having = self._nims.get((query.nim, query.nim_action), none)
+            having = self._nims.get((query.nim, query.nim_action), _NO_IDS)
             best = set(having) if best is None else _narrowed(best, having, keep=True)
         if query.without_nim_action is not None:
-            having = self._nims.get((query.nim, query.without_nim_action), none)
+            having = self._nims.get((query.nim, query.without_nim_action), _NO_IDS)
             best = _narrowed(set(self._live) if best is None else best, having, keep=False)
         return best
 
@@ -387,20 +387,29 @@ class IssueReadModel:
         )
 
 
+_NO_IDS: array[int] = array("q")  # what a missing column reads as (never written to)
+
+
 def insert_sorted(ids: list[int] | array[int], issue_id: int) -> None:
     """Into ascending ids, once; a new issue (the usual case) goes at the end."""
     if not ids or ids[-1] < issue_id:
         ids.append(issue_id)
         return
     index = bisect.bisect_left(ids, issue_id)
-    if index == len(ids) or ids[index] != issue_id:
+    if ids[index] != issue_id:  # index < len(ids): the last id is not below issue_id
         ids.insert(index, issue_id)
 
 
 def remove_sorted(ids: list[int] | array[int], issue_id: int) -> None:
-    index = bisect.bisect_left(ids, issue_id)
-    if index < len(ids) and ids[index] == issue_id:
+    index = _index_of(ids, issue_id)
+    if index is not None:
         del ids[index]
+
+
+def _index_of(ids: list[int] | array[int], issue_id: int) -> int | None:
+    """Where ``issue_id`` is in ascending ids, or None (a binary search)."""
+    index = bisect.bisect_left(ids, issue_id)
+    return index if index < len(ids) and ids[index] == issue_id else None
 
 
 def nim_keys(pairs: Iterable[tuple[str, str]]) -> Iterator[tuple[str | None, str | None]]:
@@ -412,23 +421,14 @@ def nim_keys(pairs: Iterable[tuple[str, str]]) -> Iterator[tuple[str | None, str
         yield (agent, None)
 
 
-def _facets(row: IndexRow) -> tuple[object, ...]:
-    return (row.status, row.category, row.priority, row.project)
-
-
-def _counted(row: IndexRow) -> tuple[object, ...]:
-    """What the statistics read of a row (``StatsIndex.add`` and ``remove``)."""
-    return (row.status, row.category, row.priority, row.project, row.created_at, row.status_at)
+def _facets(row: IndexRow) -> tuple[Triage, str | None]:
+    """A row's keys in the facet columns: its triage combination and its project."""
+    return (row.status, row.category, row.priority), row.project
 
 
 def _narrowed(ids: set[int], column: array[int], *, keep: bool) -> set[int]:
     """The ids that are in the column (``keep``) or are not: a binary search each when
     they are few beside it, else one pass over the column (which boxes every id)."""
     if len(ids) * 32 < len(column):
-        return {i for i in ids if _holds(column, i) is keep}
+        return {i for i in ids if (_index_of(column, i) is not None) is keep}
     return ids.intersection(column) if keep else ids.difference(column)
-
-
-def _holds(ids: array[int], issue_id: int) -> bool:
-    index = bisect.bisect_left(ids, issue_id)
-    return index < len(ids) and ids[index] == issue_id

@@ -18,6 +18,7 @@ from hydraissue.model import CATEGORIES, PRIORITIES, STATUSES, TERMINAL_STATUSES
 from projections.rows import IndexRow
 
 Scope = str | None  # None: every issue; a name: that project's
+Facets = tuple[str, str, str | None, str | None]  # status, category, priority, project
 UNSET = "unset"
 
 
@@ -56,13 +57,9 @@ class StatsIndex:
                 if row.project:
                     by_scope.setdefault(row.project, []).append(row)
         for scope, group in by_scope.items():
-            combos = Counter([(row.status, row.category, row.priority) for row in group])
-            for (status, category, priority), count in combos.items():
-                self.counts[(scope, "status", status)] += count
-                self.counts[(scope, "category", category)] += count
-                self.counts[(scope, "priority", priority)] += count
-            if scope is None:
-                self.counts.update((None, "project", row.project) for row in group)
+            combos = Counter([_facets(row) for row in group])
+            for facets, count in combos.items():
+                self._count(scope, facets, count)
             self.created[scope] = sorted([row.created_at for row in group])
             done = sorted([row.status_at for row in group if row.status == "done"])
             if done:
@@ -71,19 +68,20 @@ class StatsIndex:
             if active:
                 self.active_created[scope] = sorted(active)
 
-    def _count(self, scope: Scope, row: IndexRow, step: int) -> None:
+    def _count(self, scope: Scope, facets: Facets, step: int) -> None:
+        status, category, priority, project = facets
         counts = self.counts
-        counts[(scope, "status", row.status)] += step
-        counts[(scope, "category", row.category)] += step
-        counts[(scope, "priority", row.priority)] += step
+        counts[(scope, "status", status)] += step
+        counts[(scope, "category", category)] += step
+        counts[(scope, "priority", priority)] += step
         if scope is None:
-            counts[(None, "project", row.project)] += step
+            counts[(None, "project", project)] += step
 
     def add(self, row: IndexRow) -> None:
         if row.deleted:
             return
         for scope in self._scopes(row):
-            self._count(scope, row, 1)
+            self._count(scope, _facets(row), 1)
             bisect.insort(self.created.setdefault(scope, []), row.created_at)
             if row.status == "done":
                 bisect.insort(self.done.setdefault(scope, []), row.status_at)
@@ -94,7 +92,7 @@ class StatsIndex:
         if row.deleted:
             return
         for scope in self._scopes(row):
-            self._count(scope, row, -1)
+            self._count(scope, _facets(row), -1)
             _drop(self.created.get(scope), row.created_at)
             if row.status == "done":
                 _drop(self.done.get(scope), row.status_at)
@@ -171,3 +169,12 @@ def _ages(created: list[str], now: datetime) -> dict[str, float | None]:
     )
     p90 = created[max(0, int(n * 0.1 + 0.5) - 1)]  # 90% of the issues are younger than it
     return {"median": round(median_age, 2), "p90": age(p90), "count": n}
+
+
+def _facets(row: IndexRow) -> Facets:
+    return (row.status, row.category, row.priority, row.project)
+
+
+def counted(row: IndexRow) -> tuple[object, ...]:
+    """What the statistics read of a row: a change that leaves it alone leaves them."""
+    return (*_facets(row), row.created_at, row.status_at)

@@ -40,8 +40,9 @@ What one run does, in order:
    ``/api/v1/stats`` (500 calls), the quality report for the last 30 days (5 calls)
    and the admin's ``/admin/stats`` page (its first call, then 200), then memory per
    stored issue: creates until the bounded working sets (the newest events, the hot
-   issues) are full, then the VmRSS that 10,000 more add, per issue, beside the JSON the
-   API returns for such an issue (the measured creates come after it).
+   issues) are full, then the VmRSS that 10,000 more add (both readings once background
+   work has caught up), per issue, beside the JSON the API returns for such an issue
+   (the measured creates come after it).
    With ``--rounds N`` each scenario runs N times and the fastest round counts;
 7. runs the raw disk baselines in-process, with both servers stopped, in the data dir's
    filesystem: the target's baseline, one loop appending 300 bytes + fsync to a file

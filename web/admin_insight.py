@@ -438,7 +438,7 @@ async def nim_page(request: web.Request) -> web.Response:
     entries = trails.entries(name, action=action, since=since, until=until)
     if entries is None:
         raise NotFound(f"no agent {name!r} has done anything yet", {"name": name})
-    summary = next((a for a in trails.summary() if a["name"] == name), None)
+    summary = trails.agent_summary(name)
     form = {
         k: v for k, v in (("action", action or ""), ("since", since_raw), ("until", until_raw)) if v
     }
