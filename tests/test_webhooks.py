@@ -33,7 +33,7 @@ from standardwebhooks import Webhook as StandardWebhook
 
 from hydraissue import __version__
 from hydraissue.config import Config
-from hydraissue.delivery import Policy
+from hydraissue.delivery import Attempt, Delivery, Journal, Policy
 from tests.conftest import AUTH, ClientFactory, settled, start_server, stop
 from web.app import create_app
 from web.keys import SERVICE
@@ -565,3 +565,46 @@ async def test_redirects_are_not_followed(lan: Client, receivers: Any) -> None:
     assert target.calls == []
     log = await (await lan.get("/api/v1/webhooks/wh_1/deliveries", headers=AUTH)).json()
     assert all(a["status"] == 307 for a in log)
+
+
+# -- the journal --------------------------------------------------------------------
+
+
+def _delivery(number: int) -> Delivery:
+    return Delivery(
+        id=f"whd_{number}_1",
+        webhook="wh_1",
+        event="issue.created",
+        issue_id=number,
+        pos=number,
+        body=b'{"event":"issue.created"}',
+        queued_at="2026-03-04T12:00:00Z",
+    )
+
+
+def _attempt(delivery: Delivery, status: int) -> Attempt:
+    return Attempt(delivery.id, delivery.event, delivery.issue_id, 1, status, 1.5, None, "x")
+
+
+async def test_a_compacted_journal_reads_back_as_it_was_and_keeps_a_racing_queue(
+    tmp_path: Path,
+) -> None:
+    """Compaction rewrites the journal in a thread; a delivery queued while it waits for
+    the journal's lock is in the rewrite, so it is still queued after a restart."""
+    journal = Journal(tmp_path, "wh_1")
+    first = [_delivery(n) for n in range(1, 6)]
+    await journal.queue(first)
+    for delivery in first[:3]:
+        journal.attempted(_attempt(delivery, 200))
+        await journal.finish(delivery)
+    late = _delivery(6)
+    compacting = asyncio.create_task(journal.queue([late]))
+    await asyncio.sleep(0)  # the queue holds the lock, its append in a thread
+    await journal.compact()
+    await compacting
+
+    again = Journal(tmp_path, "wh_1")
+    again.load()
+    assert [d.id for d in again.pending] == [d.id for d in (*first[3:], late)]
+    assert [a.delivery_id for a in again.attempts] == [d.id for d in first[:3]]
+    assert list(again.recent) == [d.id for d in (*first, late)]
