@@ -26,7 +26,7 @@ import logging
 import os
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -298,7 +298,7 @@ class Journal:
         taken under the lock: a ``queue`` that appended before it has recorded its
         deliveries in memory too, so the rewrite cannot drop them."""
         async with self._lock:
-            recent, pending = list(self.recent.values()), list(self.pending)
+            recent, pending = self.recent.copy(), list(self.pending)
             attempts = list(self.attempts)
             await asyncio.to_thread(_rewrite, self.path, recent, pending, attempts)
         self._finished = 0
@@ -308,15 +308,17 @@ class Journal:
 
 
 def _rewrite(
-    path: Path, recent: list[Delivery], pending: list[Delivery], attempts: list[Attempt]
+    path: Path,
+    recent: Mapping[str, Delivery],
+    pending: list[Delivery],
+    attempts: list[Attempt],
 ) -> None:
     """A compacted journal: the recent deliveries (finished unless still pending), the
     pending ones that are not recent, the attempts kept."""
     pending_ids = {d.id for d in pending}
-    recent_ids = {d.id for d in recent}
-    lines = [dump_item({"queued": d.record()}) for d in recent]
-    lines += [dump_item({"done": d.id}) for d in recent if d.id not in pending_ids]
-    lines += [dump_item({"queued": d.record()}) for d in pending if d.id not in recent_ids]
+    lines = [dump_item({"queued": d.record()}) for d in recent.values()]
+    lines += [dump_item({"done": i}) for i in recent if i not in pending_ids]
+    lines += [dump_item({"queued": d.record()}) for d in pending if d.id not in recent]
     lines += [dump_item({"attempt": a.to_dict()}) for a in attempts]
     replace_atomically(path, b"".join(lines))
 

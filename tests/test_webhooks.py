@@ -598,10 +598,10 @@ async def test_a_compacted_journal_reads_back_as_it_was_and_keeps_a_racing_queue
         journal.attempted(_attempt(delivery, 200))
         await journal.finish(delivery)
     late = _delivery(6)
-    compacting = asyncio.create_task(journal.queue([late]))
+    queueing = asyncio.create_task(journal.queue([late]))
     await asyncio.sleep(0)  # the queue holds the lock, its append in a thread
     await journal.compact()
-    await compacting
+    await queueing
 
     again = Journal(tmp_path, "wh_1")
     again.load()

@@ -874,13 +874,12 @@ def register_webhooks(port: int, receiver: int) -> list[str]:
 def webhook_phase(
     driver: Driver,
     server: tuple[subprocess.Popen[bytes], int],
-    ids: list[int],
     args: argparse.Namespace,
     report: Report,
     procs: Processes,
     workdir: Path,
     create: Scenario,
-    list_open: Scenario,
+    reads: Sequence[Scenario],
 ) -> None:
     """Creates and reads again with 3 webhooks registered, each beside the same load with
     the webhooks switched off, then the delivery latency to the healthy receiver."""
@@ -892,15 +891,8 @@ def webhook_phase(
         "hanging, and a port refusing connections), each round measured beside the same "
         "creates with the webhooks switched off:"
     )
-    paired = Scenario("create-paired", create.method, create.paths, create.bodies, create.headers)
-    hooks = Scenario("create-hooks", create.method, create.paths, create.bodies, create.headers)
-    reads = [
-        Scenario(name, "GET", paths, headers=AUTH)
-        for name, paths in (
-            ("get-hooks", [f"/api/v1/issues/{i}" for i in ids]),
-            ("list-hooks", list_open.paths),
-        )
-    ]
+    paired = replace(create, name="create-paired")
+    hooks = replace(create, name="create-hooks")
     expected = len(arrivals_at(receiver))
     for round_no in range(1, args.rounds + 1):
         if args.rounds > 1:
@@ -921,12 +913,13 @@ def webhook_phase(
         )
         # Reads while the hanging and the refused webhooks' queues are retried, then the
         # same reads with the webhooks switched off.
-        for scenario in reads:
-            keep_best(report, measure(driver, port, proc.pid, scenario, args.duration, args.warmup))
-        set_active(port, hook_ids, False)
-        for scenario in reads:
-            quiet = replace(scenario, name=scenario.name.replace("-hooks", "-paired"))
-            keep_best(report, measure(driver, port, proc.pid, quiet, args.duration, args.warmup))
+        for active, suffix in ((True, "hooks"), (False, "paired")):
+            set_active(port, hook_ids, active)
+            for scenario in reads:
+                named = replace(scenario, name=f"{scenario.name}-{suffix}")
+                keep_best(
+                    report, measure(driver, port, proc.pid, named, args.duration, args.warmup)
+                )
         set_active(port, hook_ids, True)
     acked, sent = paced_creates(port, min(args.duration, 5.0))
     arrived = arrivals_at(receiver)
@@ -1255,8 +1248,8 @@ def drive(
         finally:
             clients.stop()
     sse_latency(procs, workdir, port, min(args.duration, 5.0), report)
-    list_open = next(s for s in scenarios if s.name == "list-open")
-    webhook_phase(driver, server, ids, args, report, procs, workdir, create, list_open)
+    hook_reads = [s for s in scenarios if s.name in ("get", "list-open")]
+    webhook_phase(driver, server, args, report, procs, workdir, create, hook_reads)
     status = proc_status(proc.pid)
     report.rss_after_creates_mb = kib_to_mb(status["VmRSS"])
     report.hwm_mb = kib_to_mb(status["VmHWM"])
@@ -1398,7 +1391,7 @@ def verdict(report: Report) -> list[tuple[str, str, str, bool]]:
             ratio >= TARGETS["create_hooks_ratio"],
         )
     )
-    for name, label in (("get", "get-by-id"), ("list", "list-open")):
+    for name, label in (("get", "get-by-id"), ("list-open", "list-open")):
         ratio = loads[f"{name}-hooks"].rate / loads[f"{name}-paired"].rate
         rows.append(
             (
@@ -1525,9 +1518,9 @@ def print_table(report: Report, args: argparse.Namespace) -> bool:
         "create-paired": "the same, webhooks switched off (beside the next)",
         "create-hooks": "the same, 3 webhooks (answering, hanging, refusing)",
         "get-hooks": "GET /api/v1/issues/{id}, deliveries flowing",
-        "list-hooks": f"GET ?status=open&limit={PAGE}, deliveries flowing",
+        "list-open-hooks": f"GET ?status=open&limit={PAGE}, deliveries flowing",
         "get-paired": "GET /api/v1/issues/{id}, webhooks switched off",
-        "list-paired": f"GET ?status=open&limit={PAGE}, webhooks switched off",
+        "list-open-paired": f"GET ?status=open&limit={PAGE}, webhooks switched off",
         "raw-create": "raw new file: create+write+fsync+dir fsync, one loop (info)",
         "raw-fsync": f"raw append {RAW_RECORD} B + fsync, one loop (baseline)",
         "raw-fsync-n": f"raw append {RAW_RECORD} B + fsync, {args.connections} threads (info)",
@@ -1543,9 +1536,9 @@ def print_table(report: Report, args: argparse.Namespace) -> bool:
         "create-paired",
         "create-hooks",
         "get-hooks",
-        "list-hooks",
+        "list-open-hooks",
         "get-paired",
-        "list-paired",
+        "list-open-paired",
         "raw-fsync",
     )
     for name in (*names, "raw-fsync-n", "raw-create"):
