@@ -165,6 +165,10 @@ class IssueReadModel:
             return None
         return self._full.json(issue_id)
 
+    def jsons(self, ids: Sequence[int]) -> list[bytes | None]:
+        """The JSON of many issues a query gave (live ones), None where not in memory."""
+        return self._full.jsons(ids)
+
     # -- applying ------------------------------------------------------------------
 
     def apply(self, events: Sequence[Event]) -> None:

@@ -523,3 +523,36 @@ async def test_bad_quality_report_parameters_are_named(
 ) -> None:
     error = await get(client, f"/api/v1/reports/quality?{query}", 400)
     assert set(error) == {"error", "code", "detail"} and error["error"].startswith(name), error
+
+
+def test_a_trails_summary_counts_are_kept_as_it_grows_and_match_a_recount() -> None:
+    """The summary is kept as entries are appended (not recounted per request): it
+    must say what counting every entry says, for repeated issues, ids far past the
+    bitmap's range and entries that are not nim actions."""
+    from collections import Counter
+
+    from projections.nims import Trail, TrailEntry
+
+    ids = [1, 7, 8, 1, 0, 4096, 2**40, 2**40, 9, 1 << 24, (1 << 24) - 1, 7]
+    entries = [
+        TrailEntry(pos, "2026-03-04T12:00:00Z", issue_id, kind, action)
+        for pos, (issue_id, kind, action) in enumerate(
+            zip(
+                ids,
+                ["nim_action", "issue.updated", "nim_action"] * 4,
+                ["groomed", "status: planning", "planned"] * 4,
+                strict=True,
+            ),
+            start=1,
+        )
+    ]
+    trail = Trail()
+    for count, entry in enumerate(entries, start=1):
+        trail.append(entry)
+        shown = entries[:count]
+        actions = Counter(e.action for e in shown if e.kind == "nim_action")
+        writes = sum(1 for e in shown if e.kind != "nim_action")
+        assert trail.counts() == (actions, writes, len({e.issue_id for e in shown}))
+    assert Trail(entries).counts() == trail.counts()
+    trail.counts()[0]["groomed"] += 100  # a caller's copy, not the kept tally
+    assert trail.counts()[0]["groomed"] == 4
