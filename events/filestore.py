@@ -751,6 +751,9 @@ class FileEventStore(EventStore):
         return changed
 
     async def wait_for(self, position: int, timeout: float | None = None) -> bool:
+        # asyncio.wait, not asyncio.wait_for: on Python 3.11 wait_for swallows a cancel
+        # that arrives as the commit resolves the future, and a subscriber cancelled at
+        # shutdown then ran on; wait neither swallows it nor touches the shared future.
         deadline = None if timeout is None else time.monotonic() + timeout
         while self._head <= position:
             if self._committed is None or self._closing:
@@ -758,8 +761,7 @@ class FileEventStore(EventStore):
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return False
-            try:
-                await asyncio.wait_for(asyncio.shield(self._committed), left)
-            except TimeoutError:
+            done, _ = await asyncio.wait({self._committed}, timeout=left)
+            if not done:
                 return False
         return True

@@ -147,3 +147,41 @@ async def test_an_append_to_a_missing_issue_does_not_block_the_others(tmp_path: 
         assert [r[0].pos for r in (results[0], results[2]) if isinstance(r, list)] == [1, 2]
     finally:
         await store.close()
+
+
+async def test_a_subscriber_that_keeps_up_saves_its_checkpoint_at_a_pace_and_when_quiet(
+    tmp_path: Path,
+) -> None:
+    """Under a stream of commits a subscriber catches up after each one; it must not
+    replace its checkpoint file per commit (each save is two fsyncs beside the store's
+    commits), yet once writes stop its checkpoint reaches the head without an idle()."""
+    store = FileEventStore(tmp_path / "data")
+    await store.open()
+
+    async def keep_up(events: Sequence[Event]) -> None:
+        pass
+
+    folder = tmp_path / "data" / "subscribers"
+    dispatcher = Dispatcher(store, folder, checkpoint_every=0.2)
+    dispatcher.add("keeper", keep_up)
+    dispatcher.start()
+    checkpoint = dispatcher.path("keeper")
+    files: set[int] = set()  # each save replaces the file: a new inode
+    try:
+        started = asyncio.get_running_loop().time()
+        for _ in range(200):
+            await store.append(Append(None, 0, [NewEvent("issue.created", {})], ACTOR))
+            await asyncio.sleep(0.002)  # let the subscriber catch up after each commit
+            if checkpoint.exists():
+                files.add(checkpoint.stat().st_ino)
+        took = asyncio.get_running_loop().time() - started
+        assert dispatcher.subscribers["keeper"].position >= store.head - 1  # it kept up
+        assert len(files) <= took / 0.2 + 2, f"{len(files)} saves in {took:.2f} s"
+        for _ in range(100):  # quiet now: saved within checkpoint_every, no idle() asked
+            if dispatcher.read_checkpoint("keeper") == store.head:
+                break
+            await asyncio.sleep(0.01)
+        assert dispatcher.read_checkpoint("keeper") == store.head
+    finally:
+        await dispatcher.stop()
+        await store.close()

@@ -289,6 +289,24 @@ async def test_wait_for_wakes_on_a_commit_and_times_out(factory: FileStoreFactor
     assert await waiter is True
 
 
+async def test_a_waiter_cancelled_as_a_commit_wakes_it_is_cancelled(
+    factory: FileStoreFactory,
+) -> None:
+    """Shutdown cancels subscribers that wait for commits: a cancel that arrives in the
+    same turn as the commit must still cancel (asyncio.wait_for on 3.11 swallowed it,
+    and the subscriber ran on)."""
+    store = await factory.open()
+    waiter = asyncio.create_task(store.wait_for(store.head, timeout=5))
+    await asyncio.sleep(0)
+    appended = asyncio.create_task(create(store))
+    while store.head == 0:  # the commit is published: the waiter's wake-up is due
+        await asyncio.sleep(0)
+    waiter.cancel()
+    await appended
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+
+
 async def test_changed_after_names_the_issues_written_since(factory: FileStoreFactory) -> None:
     store = await factory.open()
     for n in range(4):
