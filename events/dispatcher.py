@@ -228,8 +228,12 @@ class Dispatcher:
             sub.position = events[-1].pos
             sub.handled_at = time.monotonic()
             self._progress.set()
-            if time.monotonic() - sub.saved_at >= self.checkpoint_every:
+            if self._save_due_in(sub) <= 0:
                 await self._save(sub)
+
+    def _save_due_in(self, sub: Subscriber) -> float:
+        """Seconds until the subscriber's checkpoint may be written again (the pace)."""
+        return sub.saved_at + self.checkpoint_every - time.monotonic()
 
     async def _save_when_quiet(self, sub: Subscriber) -> bool:
         """A subscriber that caught up saves its checkpoint, but not more often than
@@ -239,7 +243,7 @@ class Dispatcher:
         themselves. Saved at once when someone waits for ``idle``; else as soon as
         ``checkpoint_every`` has passed since the last save with nothing new. False
         when new events came first (the caller handles them; the save waits)."""
-        due = sub.saved_at + self.checkpoint_every - time.monotonic()
+        due = self._save_due_in(sub)
         if due > 0 and not self._hurry.is_set():
             self._progress.set()  # caught up: an idle() waiter need not wait for the save
             if await self.store.wait_for(sub.position, timeout=due):

@@ -70,8 +70,7 @@ class IssueJson:
         """A list page from ids: the kept bytes of each issue (no Issue object built for
         one without files). The usual page (every issue in memory, none with files) is
         a join of the read model's bytes, without a call per issue."""
-        rows = model.rows
-        page_rows = list(map(rows.get, ids))
+        page_rows = list(map(model.rows.get, ids))
         raws = model.jsons(ids)
         if (
             None not in raws
@@ -80,10 +79,8 @@ class IssueJson:
         ):
             return b"[" + b",".join(cast(list[bytes], raws)) + b"]"
         parts: list[bytes] = []
-        for issue_id in ids:
-            row = rows.get(issue_id)
-            raw = model.json(issue_id)
-            if row is None:
+        for issue_id, row, raw in zip(ids, page_rows, raws, strict=True):
+            if row is None or row.deleted:
                 continue
             if raw is None:  # not loaded yet: build it
                 found = model.issue(issue_id)
