@@ -21,6 +21,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from events.model import Event
 from hydraissue.evolve import evolve
@@ -69,6 +70,9 @@ class IssueReadModel:
         self._nims: dict[tuple[str | None, str | None], array[int]] = {}  # columns too
         self.stats = StatsIndex()
         self._generation = 0  # bumped by every change of rows: invalidates _results
+        # Rows whose kept JSON is not what a list sends (files: the web adds their URLs;
+        # deleted): a list page without any of them is one join (``plain_jsons``).
+        self._dressed: set[int] = set()
         self._pruned = time.time()
 
     # -- loading -------------------------------------------------------------------
@@ -84,6 +88,7 @@ class IssueReadModel:
         """
         for row in rows:
             self.rows[row.id] = row
+        self._dressed = {row.id for row in self.rows.values() if row.attachments or row.deleted}
         live = [row for row in self.rows.values() if not row.deleted]
         self._live = sorted(row.id for row in live)
         triage: dict[Triage, list[int]] = {}
@@ -120,6 +125,7 @@ class IssueReadModel:
     def forget(self, issue_id: int) -> None:
         """Drop an issue that has no log (a row in an old index): the log is the truth."""
         row = self.rows.pop(issue_id, None)
+        self._dressed.discard(issue_id)
         if row is not None:
             self._remove_row(row)
             self._generation += 1
@@ -168,6 +174,17 @@ class IssueReadModel:
     def jsons(self, ids: Sequence[int]) -> list[bytes | None]:
         """The JSON of many issues a query gave (live ones), None where not in memory."""
         return self._full.jsons(ids)
+
+    def plain_jsons(self, ids: Sequence[int]) -> list[bytes] | None:
+        """The kept JSON of every id, when each is live, in memory and without files
+        (what a list page sends as it is); else None. A set test and a C-level map: no
+        call per issue."""
+        if not self._dressed.isdisjoint(ids):
+            return None
+        raws = self._full.jsons(ids)
+        if None in raws:
+            return None
+        return cast(list[bytes], raws)
 
     # -- applying ------------------------------------------------------------------
 
@@ -233,6 +250,10 @@ class IssueReadModel:
         800 KB."""
         self._generation += 1
         self.rows[row.id] = row
+        if row.attachments or row.deleted:
+            self._dressed.add(row.id)
+        elif old is not None and (old.attachments or old.deleted):
+            self._dressed.discard(row.id)
         if old is not None and not old.deleted and not row.deleted:
             if _facets(old) != _facets(row):
                 self._index_facets(old, add=False)

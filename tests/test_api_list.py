@@ -7,6 +7,7 @@ import re
 from array import array
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -14,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from projections.readmodel import _narrowed, insert_sorted, remove_sorted
-from tests.conftest import admin_move
+from tests.conftest import admin_move, make_png
 
 Client = TestClient[Any, web.Application]
 
@@ -319,6 +320,42 @@ async def test_link_keeps_the_filters(client: Client, auth: dict[str, str]) -> N
     nxt = await client.get(match.group(1).removeprefix("http://testserver"), headers=auth)
     assert [i["id"] for i in await nxt.json()] == [1]
     assert "Link" not in nxt.headers
+
+
+async def test_link_replaces_paging_given_in_any_spelling(
+    client: Client, auth: dict[str, str]
+) -> None:
+    for _ in range(4):
+        await create(client, auth, category="bug")
+    url = "/api/v1/issues?%6Cimit=1&category=bug&offset=1&q=&sort=created"
+    resp = await client.get(url, headers=auth)
+    match = LINK_NEXT.match(resp.headers["Link"])
+    assert match
+    assert match.group(1) == (
+        "http://testserver/api/v1/issues?category=bug&q=&sort=created&offset=2&limit=1"
+    )
+
+
+async def test_a_page_shows_files_and_skips_deleted_issues(
+    client: Client, auth: dict[str, str]
+) -> None:
+    """The page of plain issues is one join of kept JSON; one with a file or a deleted
+    issue among them is built issue by issue: both pages read the same."""
+    ids = [(await create(client, auth, title=f"n{n}"))["id"] for n in range(4)]
+    plain = await (await client.get("/api/v1/issues?limit=10", headers=auth)).json()
+    assert [i["id"] for i in plain] == ids
+    form = aiohttp.FormData()
+    form.add_field("file", make_png(), filename="shot.png", content_type="image/png")
+    resp = await client.post(f"/api/v1/issues/{ids[1]}/attachments", data=form, headers=auth)
+    assert resp.status == 201, await resp.text()
+    assert (await client.delete(f"/api/v1/issues/{ids[2]}", headers=auth)).status == 204
+    page = await (await client.get("/api/v1/issues?limit=10", headers=auth)).json()
+    assert [i["id"] for i in page] == [ids[0], ids[1], ids[3]]
+    one = await (await client.get(f"/api/v1/issues/{ids[1]}", headers=auth)).json()
+    assert page[1] == one
+    assert [a["name"] for a in page[1]["attachments"]] == ["shot.png"]
+    assert page[1]["attachments"][0]["url"].startswith("http")
+    assert page[0] == plain[0] and page[2] == plain[3]
 
 
 async def test_default_limit_is_100(client: Client, auth: dict[str, str]) -> None:

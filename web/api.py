@@ -19,7 +19,7 @@ from web.keys import CONFIG, ISSUE_JSON, RUNBOOK, SERVICE, STARTED, UPDATE_STATU
 from web.middleware import fingerprint_form, idempotency_of, mark_replayed
 from web.params import known_query
 from web.representation import absolute_attachment
-from web.responses import json_response, public_base, read_json
+from web.responses import json_response, next_link, read_json
 
 routes = web.RouteTableDef()
 NIM_HEADER = "X-Nim-Name"
@@ -111,10 +111,7 @@ async def list_issues(request: web.Request) -> web.Response:
     total, ids = service.query(query)
     headers = {"X-Total-Count": str(total)}
     if query.offset + query.limit < total:
-        next_url = request.rel_url.update_query(
-            offset=query.offset + query.limit, limit=query.limit
-        )
-        headers["Link"] = f'<{public_base(request)}{next_url}>; rel="next"'
+        headers["Link"] = next_link(request, query.offset + query.limit, query.limit)
     body = request.app[ISSUE_JSON].page_of(ids, service.read_model)
     return json_response(body, headers=headers)
 

@@ -7,7 +7,7 @@ URLs added once per (id, seq), so a newer state is never served with an older bo
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any
 
 import orjson
 
@@ -70,14 +70,11 @@ class IssueJson:
         """A list page from ids: the kept bytes of each issue (no Issue object built for
         one without files). The usual page (every issue in memory, none with files) is
         a join of the read model's bytes, without a call per issue."""
+        plain = model.plain_jsons(ids)
+        if plain is not None:
+            return b"[" + b",".join(plain) + b"]"
         page_rows = list(map(model.rows.get, ids))
         raws = model.jsons(ids)
-        if (
-            None not in raws
-            and None not in page_rows
-            and not any(r.attachments or r.deleted for r in page_rows if r is not None)
-        ):
-            return b"[" + b",".join(cast(list[bytes], raws)) + b"]"
         parts: list[bytes] = []
         for issue_id, row, raw in zip(ids, page_rows, raws, strict=True):
             if row is None or row.deleted:
