@@ -30,6 +30,7 @@ from hydraissue.config import Config
 from web.accesslog import LINES
 from web.app import create_app
 from web.keys import SERVICE
+from web.serving import FloodLog, Limits, Runner
 
 API_TOKEN = "test-api-token"
 ADMIN_TOKEN = "test-admin-token"
@@ -107,6 +108,16 @@ async def local_site(app: web.Application) -> tuple[web.AppRunner, str]:
     """A small aiohttp app of a test's own (a release server, a webhook receiver) on a
     free loopback port: its runner (clean it up) and its base URL."""
     runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"http://127.0.0.1:{port}"
+
+
+async def guarded_site(app: web.Application) -> tuple[web.AppRunner, str]:
+    """Our app behind ``hydraissue serve``'s own server (web/serving.py: the limits,
+    the get-by-id lane), in this process, on a free loopback port."""
+    runner = Runner(app, Limits(), FloodLog())
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()

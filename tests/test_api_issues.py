@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 from aiohttp import web
@@ -14,8 +15,9 @@ from aiohttp.test_utils import TestClient
 
 from hydraissue import __version__
 from hydraissue.config import Config
-from tests.conftest import admin_move
+from tests.conftest import API_TOKEN, AUTH, admin_move, guarded_site, make_png
 from web.app import create_app
+from web.serving import GuardedServer
 
 Client = TestClient[Any, web.Application]
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
@@ -820,3 +822,72 @@ async def test_restart_without_index_rebuilds_from_the_logs(
     assert await get(second, auth, a["id"]) == before
     listed = await second.get("/api/v1/issues?stage=implementable", headers=auth)
     assert [i["id"] for i in await listed.json()] == [a["id"]]
+
+
+# -- the get-by-id lane (web/lane.py) ---------------------------------------------------
+
+
+async def test_the_get_lane_answers_as_the_route_does(config: Config) -> None:
+    """Every question asked twice of serve's own server: with the token as the lane
+    takes it, and with a spelling only the route takes (``bearer``). The answers are the
+    same, but for the date; the lane answered the plain issues, and only those."""
+    runner, base = await guarded_site(create_app(config))
+    try:
+        async with aiohttp.ClientSession(base) as session:
+            plain = await _post(session, "/api/v1/issues", {"title": "plain"})
+            other = await _post(session, "/api/v1/issues", {"title": "other", "priority": "high"})
+            with_file = await _post(session, "/api/v1/issues", {"title": "with a file"})
+            gone = await _post(session, "/api/v1/issues", {"title": "deleted"})
+            form = aiohttp.FormData()
+            form.add_field("file", make_png(), filename="shot.png", content_type="image/png")
+            async with session.post(
+                f"/api/v1/issues/{with_file}/attachments", data=form, headers=AUTH
+            ) as resp:
+                assert resp.status == 201
+            async with session.delete(f"/api/v1/issues/{gone}", headers=AUTH) as resp:
+                assert resp.status == 204
+            etag = f'"{plain}.1"'
+            cases: list[tuple[str, dict[str, str]]] = [
+                (f"/api/v1/issues/{plain}", {}),
+                (f"/api/v1/issues/{other}", {}),
+                (f"/api/v1/issues/{with_file}", {}),
+                (f"/api/v1/issues/{gone}", {}),
+                ("/api/v1/issues/999", {}),
+                (f"/api/v1/issues/0{plain}", {}),
+                ("/api/v1/issues/x", {}),
+                (f"/api/v1/issues/{plain}?pretty=1", {}),
+                (f"/api/v1/issues/{plain}", {"If-None-Match": etag}),
+                (f"/api/v1/issues/{plain}/events", {}),
+            ]
+            server = runner.server
+            assert isinstance(server, GuardedServer)
+            for path, extra in cases:
+                lane = await _answer(session, path, {**AUTH, **extra})
+                route = await _answer(
+                    session, path, {"Authorization": f"bearer {API_TOKEN}", **extra}
+                )
+                assert lane == route, path
+            assert server.lane_answers == 2  # plain and other; the rest went to the routes
+            for token, status in (("", 401), ("Bearer wrong", 401), (f"Bearer  {API_TOKEN} ", 200)):
+                answered = await _answer(
+                    session, f"/api/v1/issues/{plain}", {"Authorization": token}
+                )
+                assert answered[0] == status, (token, answered)
+            assert server.lane_answers == 2
+    finally:
+        await runner.cleanup()
+
+
+async def _post(session: aiohttp.ClientSession, path: str, body: dict[str, Any]) -> int:
+    async with session.post(path, json=body, headers=AUTH) as resp:
+        assert resp.status == 201, await resp.text()
+        created: dict[str, Any] = await resp.json()
+        return int(created["id"])
+
+
+async def _answer(
+    session: aiohttp.ClientSession, path: str, headers: dict[str, str]
+) -> tuple[int, dict[str, str], bytes]:
+    async with session.get(path, headers=headers) as resp:
+        kept = {k: v for k, v in resp.headers.items() if k not in ("Date",)}
+        return resp.status, kept, await resp.read()

@@ -29,6 +29,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
 from web.admin_auth import ADMIN
+from web.lane import ROUTE, LaneResponse
 from web.metrics import METRICS
 
 ACCESS = logging.getLogger("hydraissue.access")
@@ -143,7 +144,8 @@ class AccessLog(AbstractAccessLogger):
         if self.app is not None and isinstance(request, web.Request):
             metrics = self.app.get(METRICS)
             if metrics is not None:
-                metrics.answered(request, status, time)
+                lane_route = ROUTE if type(response) is LaneResponse else None
+                metrics.answered(request, status, time, lane_route)
         if LINES.on and self.logger.isEnabledFor(logging.INFO):  # log_level is live
             try:
                 path = shown_path(request)

@@ -105,11 +105,14 @@ class Metrics:
         )
         self.registry.register(ServiceCollector(app))
 
-    def answered(self, request: web.Request, status: int, seconds: float) -> None:
+    def answered(
+        self, request: web.Request, status: int, seconds: float, route: str | None = None
+    ) -> None:
         """One answer, by its route's template (never the raw path), with the time from
-        its arrival to its last byte written."""
+        its arrival to its last byte written (``route``: the template of an answer given
+        before routing, web/lane.py)."""
         method = request.method if request.method in METHODS else "other"
-        self.requests.observe(route_label(request), method, status, seconds)
+        self.requests.observe(route or route_label(request), method, status, seconds)
 
     def committed(self, events: Sequence[Event]) -> None:
         """Commit listener: count a batch's events by type (inside the commit: cheap)."""

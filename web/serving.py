@@ -27,6 +27,7 @@ import resource
 import signal
 import socket
 import time
+from asyncio import current_task
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
 from hydraissue.config import Config
+from web import lane
 from web.keys import IDEMPOTENCY_HEADER, SAFE_METHODS
 from web.middleware import secure
 
@@ -175,9 +177,10 @@ class Flight:
     """One request in flight: the task running it (cancelled if it outlives the
     shutdown's 0.9 T) and the status the wrapper answers when it was cut short."""
 
-    __slots__ = ("cut", "stopped", "task")
+    __slots__ = ("cut", "request", "stopped", "task")
 
-    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+    def __init__(self, request: BaseRequest, task: asyncio.Task[Any] | None) -> None:
+        self.request = request
         self.cut: int | None = None
         self.stopped = False  # cancelled at 0.9 T of a shutdown
         self.task = task
@@ -187,15 +190,23 @@ class GuardedServer(Server):
     """aiohttp's server with the limits: its connections are ``GuardedHandler``s and
     every request passes ``handle`` (in flight, draining, bodies cut)."""
 
-    def __init__(self, app_handler: Handler, limits: Limits, flood: FloodLog, **kwargs: Any):
+    def __init__(
+        self,
+        app_handler: Handler,
+        limits: Limits,
+        flood: FloodLog,
+        app: web.Application | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(self.handle, **kwargs)
         self.app_handler = app_handler
+        self.app = app  # the app served: its get-by-id lane (web/lane.py)
+        self.lane_answers = 0
         self.limits = limits
         self.flood = flood
         self.draining = False
-        # id(request) -> (request, its flight): a Request is a mapping, not hashable
-        self.inflight: dict[int, tuple[BaseRequest, Flight]] = {}
-        self.idle = asyncio.Event()
+        self.inflight: dict[int, Flight] = {}  # by id(request): a Request is not hashable
+        self.idle = asyncio.Event()  # nothing in flight (cleared when a drain begins)
         self.idle.set()
         self.deadline = 0.0
         # Connections waiting for a request's headers, and when they time out: one
@@ -228,28 +239,39 @@ class GuardedServer(Server):
         return max(1, round(self.limits.shutdown_timeout))
 
     async def handle(self, request: BaseRequest) -> web.StreamResponse:
+        """Every request: counted in flight (for the shutdown), its body on a clock.
+        (Kept to a few operations: this runs for every request, and a fuller version
+        cost get-by-id about 7%.)"""
         if self.draining:
             return refusal(
                 request, 503, "the server is restarting; retry shortly", self.retry_after
             )
-        flight = Flight(asyncio.current_task())
-        self.inflight[id(request)] = (request, flight)
-        self.idle.clear()
+        if self.app is not None:
+            quick = lane.answer(self.app, request)  # get-by-id before routing: web/lane.py
+            if quick is not None:
+                self.lane_answers += 1
+                return quick
+        key = id(request)
+        flight = Flight(request, current_task())
+        inflight = self.inflight
+        inflight[key] = flight
         protocol = request.protocol
-        watched = isinstance(protocol, GuardedHandler) and protocol.watch_body(request)
+        watched = False
+        if not request.content.is_eof() and isinstance(protocol, GuardedHandler):
+            watched = protocol.watch_body(request)
         try:
             response = await self.app_handler(request)
         except asyncio.CancelledError:
             if not flight.stopped or request.writer.output_size:
                 raise  # the client left, aiohttp's own cancel, or an answer under way
             # cancelled at 0.9 T of a shutdown (``drain``): this request gets its answer
-            task = asyncio.current_task()
+            task = current_task()
             if task is not None:
                 task.uncancel()
             return stopped_answer(request, self.retry_after)
         finally:
-            del self.inflight[id(request)]
-            if not self.inflight:
+            del inflight[key]
+            if not inflight:
                 self.idle.set()
             if watched:
                 assert isinstance(protocol, GuardedHandler)
@@ -265,10 +287,9 @@ class GuardedServer(Server):
 
     def cut(self, request: BaseRequest, status: int) -> None:
         """Stop a body that is still arriving: its handler gives up, the answer is ours."""
-        entry = self.inflight.get(id(request))
-        if entry is None or entry[1].cut is not None:
+        flight = self.inflight.get(id(request))
+        if flight is None or flight.cut is not None:
             return
-        flight = entry[1]
         flight.cut = status
         protocol = request.protocol
         if isinstance(protocol, GuardedHandler):
@@ -283,9 +304,11 @@ class GuardedServer(Server):
         loop = asyncio.get_running_loop()
         total = self.limits.shutdown_timeout
         cut_at, self.deadline = started + 0.75 * total, started + 0.9 * total
+        if self.inflight:  # new requests are refused now: it only empties from here
+            self.idle.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.idle.wait(), max(0.0, cut_at - loop.time()))
-        arriving = [r for r, _ in self.inflight.values() if not r.content.is_eof()]
+        arriving = [f.request for f in self.inflight.values() if not f.request.content.is_eof()]
         if arriving:
             log.warning(
                 "shutdown: %d request(s) still sending their body: answered 503", len(arriving)
@@ -299,7 +322,7 @@ class GuardedServer(Server):
                 "shutdown: %d request(s) did not finish in time: cancelled, answered 503",
                 len(self.inflight),
             )
-            for _, flight in list(self.inflight.values()):
+            for flight in list(self.inflight.values()):
                 flight.stopped = True
                 if flight.task is not None:
                     flight.task.cancel()
@@ -489,6 +512,7 @@ class Runner(web.AppRunner):
             plain.request_handler,
             self.limits,
             self.flood,
+            self.app,
             request_factory=plain.request_factory,
             handler_cancellation=plain.handler_cancellation,
             loop=asyncio.get_running_loop(),
