@@ -497,6 +497,19 @@ async def test_the_list_filters_counts_and_review_queue(client: Client) -> None:
     assert resp.status == 400 and "Status" in await resp.text()
 
 
+async def test_the_list_pages_keep_the_filter(client: Client) -> None:
+    for n in range(5):
+        await create(client, title=f"bug {n}", category="bug")
+    await logged_in(client)
+    page = await (await client.get("/admin?category=bug&limit=2")).text()
+    assert 'href="/admin?category=bug&amp;limit=2&amp;sort=-updated&amp;offset=2"' in page
+    page = await (await client.get("/admin?category=bug&limit=2&offset=2")).text()
+    assert 'href="/admin?category=bug&amp;limit=2&amp;sort=-updated&amp;offset=0"' in page
+    assert 'href="/admin?category=bug&amp;limit=2&amp;sort=-updated&amp;offset=4"' in page
+    page = await (await client.get("/admin?category=bug&limit=2&offset=4")).text()
+    assert "offset=6" not in page
+
+
 async def test_user_text_is_escaped_in_admin_pages(client: Client) -> None:
     issue = await create(
         client,

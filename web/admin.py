@@ -199,7 +199,8 @@ async def issue_list(request: web.Request) -> web.Response:
     query = parse_list_query(params)
     service = request.app[SERVICE]
     total, ids = service.query(query)
-    live = [r for r in (service.live_row(i) for i in ids) if r is not None]
+    rows = service.read_model.rows  # the query's ids are live: no lookup call per id
+    live = [r for r in map(rows.get, ids) if r is not None and not r.deleted]
     stats = service.read_model.stats
     fragments = request.app[FRAGMENTS]
     counts = stats.status_counts()
@@ -207,6 +208,7 @@ async def issue_list(request: web.Request) -> web.Response:
     base = {k: v for k, v in params.items() if k not in ("offset",)}
     if view:
         base["view"] = view
+    paged = f"/admin?{urlencode(base)}&offset=" if base else "/admin?offset="  # once a page
     context = {
         "admin": admin_of(request),
         "rows": live,
@@ -234,8 +236,8 @@ async def issue_list(request: web.Request) -> web.Response:
             },
         ),
         "bulk_options_html": fragments.get(request, "admin/_bulk_value.html", CHOICES),
-        "prev": _link(base, offset=max(0, query.offset - query.limit)) if query.offset else None,
-        "next": _link(base, offset=query.offset + query.limit)
+        "prev": f"{paged}{max(0, query.offset - query.limit)}" if query.offset else None,
+        "next": f"{paged}{query.offset + query.limit}"
         if query.offset + query.limit < total
         else None,
         "bulk": request.query.get("bulk_done"),
