@@ -489,6 +489,8 @@ async def test_the_list_filters_counts_and_review_queue(client: Client) -> None:
     assert re.search(r"open</span> <strong>1</strong>", page)
     page = await (await client.get("/admin?project=alpha&status=open&status=groomed")).text()
     assert "Login fails" in page and "Needs a plan" not in page
+    assert '<a href="/admin?status=open" class="count status-open on">' in page
+    assert '<a href="/admin?status=done" class="count status-done">' in page
     page = await (await client.get("/admin?view=review")).text()
     assert "Needs a plan" in page and "Login fails" not in page
     page = await (await client.get("/admin?q=login")).text()
