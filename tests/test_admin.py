@@ -512,6 +512,17 @@ async def test_the_list_pages_keep_the_filter(client: Client) -> None:
     assert "offset=6" not in page
 
 
+async def test_list_rows_without_a_project_or_priority_show_a_dash(client: Client) -> None:
+    """As a character reference: a row of ASCII alone is kept at a byte a character."""
+    await create(client, title="No project")
+    await logged_in(client)
+    page = await (await client.get("/admin")).text()
+    row = page[page.index('<tr data-id="1">') :]
+    row = row[: row.index("</tr>")]
+    assert '<td dir="auto">&#8212;</td>' in row and "<td>&#8212;</td>" in row
+    assert row.isascii()
+
+
 async def test_user_text_is_escaped_in_admin_pages(client: Client) -> None:
     issue = await create(
         client,
