@@ -25,7 +25,8 @@ MAX_SESSIONS = 1000  # the oldest go first; an admin is a handful of people
 
 
 def _digest(session_id: str) -> str:
-    return hashlib.sha256(session_id.encode()).hexdigest()
+    # a cookie may carry bytes that are not UTF-8 (kept as surrogates): hashed as sent
+    return hashlib.sha256(session_id.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def token_fingerprint(admin_token: str) -> str:

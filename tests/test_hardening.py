@@ -17,6 +17,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -29,7 +30,7 @@ from hydraissue.commands import CreateIssue
 from hydraissue.config import Config
 from hydraissue.evolve import evolve
 from hydraissue.service import IssueService
-from tests.conftest import ClientFactory
+from tests.conftest import API_TOKEN, AUTH, ClientFactory, guarded_site
 from web.app import create_app
 from web.keys import SERVICE
 
@@ -569,3 +570,78 @@ async def test_report_url_is_set_with_the_public_view(client: Client) -> None:
     assert resp.status == 201
     body = await resp.json()
     assert body["url"] == f"http://testserver/issues/{body['id']}"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/v1/issues/1", "/api/v1/issues", "/admin", "/metrics"],
+)
+async def test_a_token_that_is_not_utf8_is_refused_not_a_500(
+    config: Config, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bytes that are not UTF-8 in ``Authorization`` (the lane's and every route's
+    token check): a 401, without a traceback in the log."""
+    config = dataclasses.replace(config, metrics_token="metrics-token")
+    runner, base = await guarded_site(create_app(config))
+    try:
+        host, port = base.removeprefix("http://").split(":")
+        status, body = await asyncio.to_thread(_raw_get, host, int(port), path.encode())
+        assert status == 401, body
+        assert b"Traceback" not in body
+        assert "Traceback" not in caplog.text and "UnicodeEncodeError" not in caplog.text
+    finally:
+        await runner.cleanup()
+
+
+def _raw_get(host: str, port: int, path: bytes) -> tuple[int, bytes]:
+    return _raw(
+        host,
+        port,
+        b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n"
+        b"Authorization: Bearer \xff\xfe\r\n" + CLOSE,
+    )
+
+
+async def test_headers_that_are_not_utf8_get_4xx_and_leave_other_writes_alone(
+    config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ``Idempotency-Key`` of undecodable bytes is a 400 (it would be committed with
+    the event: encoding it failed the whole commit batch, 503 for every write in it),
+    an admin cookie of such bytes is no session (it was a 500); writes go on."""
+    runner, base = await guarded_site(create_app(config))
+    try:
+        host, port = base.removeprefix("http://").split(":")
+        body = b'{"title":"x"}'
+        keyed = (
+            b"POST /api/v1/issues HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + API_TOKEN.encode()
+            + b"\r\nIdempotency-Key: \xff\xfe\r\nContent-Type: application/json\r\n"
+            + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+            + body
+        )
+        status, answer = await asyncio.to_thread(_raw, host, int(port), keyed)
+        assert status == 400 and b"Idempotency-Key" in answer, answer
+        cookie = b"GET /admin HTTP/1.1\r\nHost: x\r\nCookie: admin_session=\xff\xfe\r\n"
+        status, _ = await asyncio.to_thread(_raw, host, int(port), cookie + CLOSE)
+        assert status == 303  # to the login form, as without a session
+        async with (
+            aiohttp.ClientSession(base) as session,
+            session.post("/api/v1/issues", json={"title": "y"}, headers=AUTH) as resp,
+        ):
+            assert resp.status == 201
+        assert "Traceback" not in caplog.text
+    finally:
+        await runner.cleanup()
+
+
+CLOSE = b"Connection: close\r\n\r\n"
+
+
+def _raw(host: str, port: int, request: bytes) -> tuple[int, bytes]:
+    with socket.create_connection((host, port), timeout=5) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body

@@ -21,6 +21,7 @@ from hydraissue.errors import Forbidden
 from hydraissue.sessions import LoginThrottle, Session, Sessions
 from web.clientip import client_ip
 from web.keys import CONFIG, LOGIN_THROTTLE, SAFE_METHODS, SESSIONS, TRUSTED_PROXIES, Handler
+from web.tokens import matches
 
 routes = web.RouteTableDef()
 COOKIE = "admin_session"
@@ -66,7 +67,7 @@ def _bearer(request: web.Request) -> str | None:
 
 def token_ok(request: web.Request, token: str) -> bool:
     expected = request.app[CONFIG].admin_token
-    return bool(expected) and hmac.compare_digest(token.encode(), expected.encode())
+    return bool(expected) and matches(token, expected)
 
 
 def same_origin(request: web.Request) -> bool:

@@ -14,7 +14,6 @@ each is O(statuses + subscribers + webhooks), never O(issues).
 
 from __future__ import annotations
 
-import hmac
 from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -33,6 +32,7 @@ from prometheus_client.registry import Collector
 
 from hydraissue.model import Event
 from web.keys import CONFIG, SERVICE, UPDATE_STATUS
+from web.tokens import matches
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED = "unmatched"  # the route label of a request no route matched (a 404 or 405)
@@ -233,7 +233,7 @@ async def metrics_page(request: web.Request) -> web.Response:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return _unauthorized("missing bearer token; send Authorization: Bearer <metrics_token>")
-    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
+    if not matches(token.strip(), expected):
         return _unauthorized("invalid bearer token; check metrics_token in the server's config")
     return web.Response(
         body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE_LATEST}

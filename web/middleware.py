@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import hmac
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import TypeVar
@@ -34,6 +33,7 @@ from web.keys import (
     Handler,
 )
 from web.responses import JSON, error_body
+from web.tokens import matches
 
 log = logging.getLogger("hydraissue.web")
 
@@ -180,8 +180,7 @@ def bearer_refusal(request: web.Request) -> web.Response | None:
             None,
             **{"WWW-Authenticate": 'Bearer realm="hydraissue"'},
         )
-    expected = request.app[CONFIG].api_token.encode()
-    if not hmac.compare_digest(token.strip().encode(), expected):
+    if not matches(token.strip(), request.app[CONFIG].api_token):
         return _json_error(
             401,
             "invalid bearer token; check api_token in the server's config",
@@ -212,6 +211,8 @@ async def keyed(request: web.Request, handler: Handler) -> web.StreamResponse:
     key = request.headers[IDEMPOTENCY_HEADER]
     if not key.strip() or len(key) > 255:
         raise Invalid(IDEMPOTENCY_HEADER, "must be 1 to 255 characters")
+    if not _is_text(key):  # it is committed with the event: undecodable bytes cannot be
+        raise Invalid(IDEMPOTENCY_HEADER, "must be UTF-8 text")
     # Public clients' keys are scoped per client address: one client's key can neither
     # block another's report nor hand it someone else's answer.
     if request.path.startswith(API):
@@ -225,6 +226,15 @@ async def keyed(request: web.Request, handler: Handler) -> web.StreamResponse:
             digest.update(await request.read())
             request[IDEMPOTENCY] = Idempotency(scoped, digest.hexdigest())
         return await handler(request)
+
+
+def _is_text(value: str) -> bool:
+    """A header's value was UTF-8 (aiohttp keeps other bytes as surrogates)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def fingerprint_form(
