@@ -75,6 +75,7 @@ READ_CHUNK = 512  # ids per worker-thread call when reading many logs
 class _Pending:
     append: Append
     future: asyncio.Future[list[Event]]
+    issue_id: int | None = None  # a create's id, once a plan reserved it (kept if re-planned)
 
 
 @dataclass(slots=True)
@@ -389,7 +390,9 @@ class FileEventStore(EventStore):
             if pending.future.done():  # the caller gave up (cancelled) before the commit
                 continue
             append = pending.append
-            issue_id = append.issue_id if append.issue_id is not None else self.reserve_id()
+            issue_id = append.issue_id if append.issue_id is not None else pending.issue_id
+            if issue_id is None:
+                issue_id = pending.issue_id = self.reserve_id()
             error: StoreError | None = None
             current = seq_now.get(issue_id, self.seq_of(issue_id))
             new = current is None
@@ -432,13 +435,12 @@ class FileEventStore(EventStore):
                 if not pending.future.done():
                     pending.future.set_exception(StorageFailed(self._failure))
             return
-        planned = self._plan(batch)
+        planned = self._encoded(batch)
         if not planned:
             return
         payloads: dict[int, list[bytes]] = {}
         created: set[int] = set()
         for item in planned:
-            item.encoded = [encode(e) for e in item.events]
             payloads.setdefault(item.issue_id, []).extend(item.encoded)
             if item.new:
                 created.add(item.issue_id)
@@ -476,6 +478,30 @@ class FileEventStore(EventStore):
                 result.index_error,
             )
         self._publish(planned, result.before)
+
+    def _encoded(self, batch: list[_Pending]) -> list[_Planned]:
+        """The batch planned and encoded. An append whose events cannot be encoded (a
+        bug upstream: input is checked before it gets here) fails alone, and the rest
+        of the batch is planned again without it: positions stay consecutive and a
+        create keeps the id it was given."""
+        while True:
+            planned = self._plan(batch)
+            failed = False
+            for item in planned:
+                try:
+                    item.encoded = [encode(e) for e in item.events]
+                except (TypeError, ValueError) as exc:
+                    log.error(
+                        "event store: an append of issue %s cannot be encoded: %s",
+                        item.issue_id,
+                        exc,
+                    )
+                    item.pending.future.set_exception(
+                        ValueError(f"the event cannot be stored ({exc}); nothing was saved")
+                    )
+                    failed = True
+            if not failed:
+                return planned
 
     def _fail(self, planned: list[_Planned], error: StorageFailed) -> None:
         for item in planned:

@@ -243,6 +243,32 @@ async def test_positions_follow_commit_order_under_concurrent_writers(
         )
 
 
+async def test_an_append_that_cannot_be_stored_fails_alone(factory: FileStoreFactory) -> None:
+    """Appends committed together: one whose data cannot be encoded (text that is not
+    UTF-8) fails, the others commit with consecutive positions, each create keeping
+    its own id."""
+    store = await factory.open()
+    await create(store, "first")
+    results = await asyncio.gather(
+        create(store, "a"),
+        store.append(Append(None, 0, [NewEvent("issue.created", {"title": "\udcff"})], API)),
+        comment(store, 1, 1, "b"),
+        create(store, "c"),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], ValueError)
+    committed = [e for r in results if isinstance(r, list) for e in r]
+    assert [e.pos for e in committed] == [2, 3, 4]
+    assert [(e.issue_id, e.type) for e in committed] == [
+        (2, "issue.created"),
+        (1, "comment.added"),
+        (4, "issue.created"),  # 3 was the failed create's
+    ]
+    store = await factory.reopen(store)
+    assert await store.read_after(1, 100) == committed
+    assert 3 not in store.issue_ids()
+
+
 async def test_follow_from_a_checkpoint_sees_each_later_event_once(
     factory: FileStoreFactory,
 ) -> None:
