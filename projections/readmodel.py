@@ -175,6 +175,14 @@ class IssueReadModel:
         """The JSON of many issues a query gave (live ones), None where not in memory."""
         return self._full.jsons(ids)
 
+    def plain_json(self, issue_id: int) -> bytes | None:
+        """``plain_jsons`` of one issue: its kept JSON when that is what the API sends."""
+        return None if issue_id in self._dressed else self._full.json(issue_id)
+
+    def live_rows(self, ids: Iterable[int]) -> list[IndexRow]:
+        """The index rows of those ids that are live (a query's page, for a list)."""
+        return [row for row in map(self.rows.get, ids) if row is not None and not row.deleted]
+
     def plain_jsons(self, ids: Sequence[int]) -> list[bytes] | None:
         """The kept JSON of every id, when each is live, in memory and without files
         (what a list page sends as it is); else None. A set test and a C-level map: no

@@ -21,7 +21,6 @@ import logging
 import sys
 import time as clock
 from typing import Any
-from urllib.parse import unquote_plus
 
 import orjson
 from aiohttp import web
@@ -31,6 +30,7 @@ from aiohttp.web_request import BaseRequest
 from web.admin_auth import ADMIN
 from web.lane import ROUTE, LaneResponse
 from web.metrics import METRICS
+from web.params import param_name
 
 ACCESS = logging.getLogger("hydraissue.access")
 API = "/api/v1/"
@@ -59,7 +59,7 @@ def shown(path: str, raw_query: str) -> str:
     the raw query string (building request.query per line cost ~5%)."""
     if not raw_query:
         return path
-    names = sorted({unquote_plus(part.partition("=")[0]) for part in raw_query.split("&") if part})
+    names = sorted({param_name(part) for part in raw_query.split("&") if part})
     return f"{path}?{'&'.join(names)}" if names else path
 
 

@@ -133,7 +133,6 @@ class Fragments:
     def __init__(self, limit: int = 256) -> None:
         self.limit = limit
         self._parts: dict[tuple[object, ...], Markup] = {}
-        self._fixed: dict[str, Markup] = {}
 
     def get(
         self,
@@ -142,7 +141,9 @@ class Fragments:
         context: dict[str, Any],
         key: tuple[object, ...] | None = None,
     ) -> Markup:
-        """``key``: what of ``context`` varies, when the caller knows (else all of it)."""
+        """``key``: what of ``context`` varies, when the caller knows (``()`` for a
+        context of constants); else a key of all of it, which costs more than the rest
+        of the lookup."""
         if key is None:
             key = tuple((k, _hashable(v)) for k, v in sorted(context.items()))
         key = (name, *key)
@@ -152,15 +153,6 @@ class Fragments:
                 self._parts.clear()
             env = aiohttp_jinja2.get_env(request.app)
             part = self._parts[key] = Markup(env.get_template(name).render(context))
-        return part
-
-    def fixed(self, request: web.Request, name: str, context: Mapping[str, Any]) -> Markup:
-        """A part whose context is a constant of this module: kept by its name alone (a
-        key from the context's items cost more than the rest of the lookup)."""
-        part = self._fixed.get(name)
-        if part is None:
-            env = aiohttp_jinja2.get_env(request.app)
-            part = self._fixed[name] = Markup(env.get_template(name).render(context))
         return part
 
 
@@ -206,20 +198,19 @@ def _row_html(r: dict[str, Any]) -> tuple[str, float | None, str]:
     )
 
 
-ON = " on"
-
-
 @functools.lru_cache(maxsize=256)
 def counts_html(numbers: tuple[int, ...], selected: frozenset[str]) -> Markup:
     """The count of each status, as links: the same until a status changes, so rendered
     once for each (counts, selection) instead of by the template per page (the
     template's loop, 36 escapes, was about a tenth of a list page's time)."""
-    items = "".join(
-        f'  <li><a href="/admin?status={s}" class="count status-{s}{ON if s in selected else ""}">'
-        f"<span>{s}</span> <strong>{n}</strong></a></li>\n"
-        for s, n in zip(STATUSES, numbers, strict=True)
-    )
-    return Markup(f'<ul class="counts" aria-label="Issues per status">\n{items}</ul>')
+    items = []
+    for status, count in zip(STATUSES, numbers, strict=True):
+        css = f"count status-{status} on" if status in selected else f"count status-{status}"
+        items.append(
+            f'  <li><a href="/admin?status={status}" class="{css}">'
+            f"<span>{status}</span> <strong>{count}</strong></a></li>\n"
+        )
+    return Markup(f'<ul class="counts" aria-label="Issues per status">\n{"".join(items)}</ul>')
 
 
 def _link(params: Mapping[str, str], **changes: Any) -> str:
@@ -242,17 +233,14 @@ async def issue_list(request: web.Request) -> web.Response:
     query = parse_list_query(params)
     service = request.app[SERVICE]
     total, ids = service.query(query)
-    rows = service.read_model.rows  # the query's ids are live: no lookup call per id
-    live = [r for r in map(rows.get, ids) if r is not None and not r.deleted]
+    live = service.read_model.live_rows(ids)
     stats = service.read_model.stats
     fragments = request.app[FRAGMENTS]
     counts = stats.status_counts()
     selected = set(query.statuses or ())
-    base = {k: v for k, v in params.items() if k not in ("offset",)}
-    if view:
-        base["view"] = view
-    paged = f"/admin?{urlencode(base)}&offset=" if base else "/admin?offset="  # once a page
     filters = {k: v for k, v in params.items() if k != "offset"}
+    base = {**filters, "view": view} if view else filters  # what the page links keep
+    paged = f"/admin?{urlencode(base)}&offset=" if base else "/admin?offset="  # once a page
     filtering = any(k not in ("sort", "limit") for k in params) and view != "review"
     projects = stats.project_names()
     context = {
@@ -283,7 +271,12 @@ async def issue_list(request: web.Request) -> web.Response:
             # what varies (the rest are constants): cheaper than a key of every item
             key=(tuple(filters.items()), view, frozenset(selected), filtering, tuple(projects)),
         ),
-        "bulk_options_html": fragments.fixed(request, "admin/_bulk_value.html", CHOICES),
+        "bulk_options_html": fragments.get(
+            request,
+            "admin/_bulk_value.html",
+            CHOICES,
+            key=(),  # constants: its name alone
+        ),
         "prev": f"{paged}{max(0, query.offset - query.limit)}" if query.offset else None,
         "next": f"{paged}{query.offset + query.limit}"
         if query.offset + query.limit < total
@@ -315,7 +308,7 @@ async def board(request: web.Request) -> web.Response:
             {**params, "status": status, "sort": "-updated", "limit": str(BOARD_CARDS)}
         )
         total, ids = service.query(query)
-        cards = [_row(r) for r in (service.live_row(i) for i in ids) if r is not None]
+        cards = [_row(r) for r in service.read_model.live_rows(ids)]
         for card in cards:
             card["moves"] = [s for s in STATUSES if s != status and transition_allowed(status, s)]
         columns.append(

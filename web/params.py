@@ -7,10 +7,19 @@ silently work on every issue instead of the ones it asked for.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from urllib.parse import unquote_plus
 
 from aiohttp import web
 
 from hydraissue.parse import reject_unknown
+
+
+def param_name(part: str) -> str:
+    """The decoded name of one ``name=value`` part of a raw query string (decoding
+    only when there is something to decode: access lines and list links call it per
+    request)."""
+    name = part.partition("=")[0]
+    return unquote_plus(name) if "%" in name or "+" in name else name
 
 
 def known_query(request: web.Request, allowed: Sequence[str]) -> None:
