@@ -32,23 +32,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp.abc import AbstractResolver
 
 from events.clock import utc_now
 from events.codec import dump_item, load_items
 from events.fsio import fsync_dir, remove_stale_temps, replace_atomically
-from hydraissue import __version__
 from hydraissue.model import Event, Issue
 from hydraissue.representation import issue_dict
-from hydraissue.targets import GuardedResolver, TargetPolicy
+from hydraissue.sender import HelperProcessSender, InProcessSender, Sender
+from hydraissue.targets import TargetPolicy
 from hydraissue.webhooks import Webhook, WebhookRegistry, webhook_names
 
 log = logging.getLogger("hydraissue.webhooks")
 
 KEEP = 1000  # attempts (and deliveries, for redelivery) kept per webhook
-MAX_RESPONSE = 64 * 1024  # bytes of a receiver's answer read, at most
 COMPACT_AFTER = 2000  # finished deliveries in a journal before it is rewritten
 
 IssueAt = Callable[[int, int], Awaitable[Issue | None]]
@@ -361,8 +359,15 @@ class Deliveries:
         self.resolver = resolver
         self.journals: dict[str, Journal] = {}
         self._wake: dict[str, asyncio.Event] = {}
+        self._recorded = asyncio.Event()  # an attempt was recorded (the seam of recorded())
         self._workers: dict[str, asyncio.Task[None]] = {}
-        self._session: aiohttp.ClientSession | None = None
+        # The HTTP of the attempts: a helper process, or this one when a test brings
+        # its own resolver (hydraissue/sender.py says why).
+        self.sender: Sender = (
+            HelperProcessSender(target_policy)
+            if resolver is None
+            else InProcessSender(target_policy, resolver)
+        )
         # Finished deliveries by outcome since start, per webhook (read by GET /metrics).
         self.outcomes: Counter[tuple[str, str]] = Counter()
 
@@ -373,26 +378,11 @@ class Deliveries:
         await asyncio.to_thread(remove_stale_temps, self.folder)
         for hook in self.registry.all():
             await self._open(hook.id)
-        self._session = self._new_session()
-
-    def _new_session(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
-            resolver=GuardedResolver(self.target_policy, self.resolver),
-            limit=0,
-            use_dns_cache=False,  # every connection asks (and checks) again
-        )
-        return aiohttp.ClientSession(
-            connector=connector,
-            trust_env=False,  # no proxy from the environment
-            headers={"User-Agent": f"HydraIssue/{__version__}"},
-        )
 
     def set_target_policy(self, policy: TargetPolicy) -> None:
         """Live config: new connections are checked against the new policy."""
         self.target_policy = policy
-        old, self._session = self._session, self._new_session()
-        if old is not None:
-            asyncio.get_running_loop().create_task(old.close())
+        self.sender.set_policy(policy)
 
     async def _open(self, hook_id: str) -> Journal:
         journal = self.journals.get(hook_id)
@@ -414,9 +404,7 @@ class Deliveries:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._workers.clear()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.sender.close()
 
     async def added(self, hook: Webhook) -> None:
         await self._open(hook.id)
@@ -506,7 +494,7 @@ class Deliveries:
             if hook is None:
                 return False
             attempt = await self.attempt(hook, delivery, number)
-            journal.attempted(attempt)
+            self._attempted(journal, attempt)
             if attempt.ok:
                 return True
             if number < self.policy.attempts:
@@ -523,46 +511,38 @@ class Deliveries:
 
     async def attempt(self, hook: Webhook, delivery: Delivery, number: int) -> Attempt:
         """One POST of a delivery to its webhook, with the seed's timeout."""
-        assert self._session is not None
         headers = {
             "Content-Type": "application/json",
             **signed_headers(hook.secret, delivery.id, delivery.body),
         }
-        started = time.monotonic()
-        status: int | None = None
-        error: str | None = None
-        try:
-            async with self._session.post(
-                hook.url,
-                data=delivery.body,
-                headers=headers,
-                allow_redirects=False,
-                # aiohttp rounds timeouts of 5 s and more up to a whole second of loop
-                # time unless told otherwise; the seed says 5 s, so 5 s it is.
-                timeout=aiohttp.ClientTimeout(
-                    total=self.policy.timeout, ceil_threshold=self.policy.timeout + 1
-                ),
-            ) as response:
-                status = response.status
-                await response.content.read(MAX_RESPONSE)  # never more than this
-                if not 200 <= status < 300:
-                    error = f"HTTP {status}"
-        except TimeoutError:
-            error = f"no answer within {self.policy.timeout:g} s"
-        except aiohttp.ClientError as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        except OSError as exc:
-            error = str(exc)
+        outcome = await self.sender.send(hook.url, delivery.body, headers, self.policy.timeout)
         return Attempt(
             delivery_id=delivery.id,
             event=delivery.event,
             issue_id=delivery.issue_id,
             attempt=number,
-            status=status,
-            duration_ms=(time.monotonic() - started) * 1000,
-            error=error,
+            status=outcome.status,
+            duration_ms=outcome.duration_ms,
+            error=outcome.error,
             at=utc_now(),
         )
+
+    def _attempted(self, journal: Journal, attempt: Attempt) -> None:
+        journal.attempted(attempt)
+        self._recorded.set()
+
+    async def recorded(self, hook_id: str, count: int, timeout: float = 10.0) -> None:
+        """Wait until a webhook's delivery log holds ``count`` attempts. The outcome of
+        an attempt comes back from the helper process after the receiver answered, so
+        a test that saw the request arrive waits on this before reading the log."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(self.journals[hook_id].attempts) < count:
+            self._recorded.clear()
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise TimeoutError(f"{hook_id}: fewer than {count} attempts recorded")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._recorded.wait(), left)
 
     async def _maybe_disable(self, hook_id: str, journal: Journal) -> None:
         since = journal.failing_since
@@ -604,7 +584,7 @@ class Deliveries:
         delivery = Delivery(delivery_id, hook.id, "ping", None, 0, body, now)
         journal = await self._open(hook.id)
         attempt = await self.attempt(hook, delivery, 1)
-        journal.attempted(attempt)
+        self._attempted(journal, attempt)
         await journal.flush()
         return attempt
 

@@ -16,15 +16,15 @@ import time
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from hydraissue.config import Config
 from web.accesslog import LINES
@@ -90,6 +90,83 @@ async def admin_move(
 async def settled(client: TestClient[Any, web.Application]) -> None:
     """Wait until background work is idle: every subscriber has handled every commit."""
     await client.app[SERVICE].dispatcher.idle(timeout=10)
+
+
+# -- webhook receivers (real aiohttp servers on 127.0.0.1) -------------------------------
+
+
+@dataclass
+class Call:
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    @property
+    def json(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.body)
+        return value
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver: records every call; answers with what ``script`` says next
+    (a status code, or "hang"), then ``default``."""
+
+    script: list[int | str] = field(default_factory=list)
+    default: int = 200
+    calls: list[Call] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    released: asyncio.Event = field(default_factory=asyncio.Event)  # ends every "hang"
+    server: TestServer | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.calls.append(Call(dict(request.headers), await request.read(), time.monotonic()))
+        self.arrived.set()
+        action = self.script.pop(0) if self.script else self.default
+        if action == "hang":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.released.wait(), 30)
+            action = 200
+        return web.Response(status=int(action), text="ok")
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("/hook"))
+
+    async def wait(self, count: int, timeout: float = 10.0) -> list[Call]:
+        deadline = time.monotonic() + timeout
+        while len(self.calls) < count:
+            self.arrived.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{len(self.calls)} of {count} calls arrived")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.arrived.wait(), left)
+        return self.calls
+
+
+@pytest.fixture
+async def receivers() -> AsyncIterator[Any]:
+    started: list[TestServer] = []
+    made: list[Receiver] = []
+
+    async def make(**kwargs: Any) -> Receiver:
+        receiver = Receiver(**kwargs)
+        made.append(receiver)
+        app = web.Application()
+        app.router.add_post("/hook", receiver.handle)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        receiver.server = server
+        started.append(server)
+        return receiver
+
+    yield make
+    for receiver in made:
+        receiver.released.set()
+    for server in started:
+        await server.close()
 
 
 # -- the real server, as a process ------------------------------------------------------
