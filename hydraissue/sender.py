@@ -220,6 +220,8 @@ class HelperProcessSender:
         try:
             assert proc.stdin is not None
             proc.stdin.write(_frame(header, body))
+            with contextlib.suppress(ConnectionError):  # a dead helper: its reader answers
+                await proc.stdin.drain()
             # The helper ends every attempt within its timeout; a helper that does not
             # answer well after it is stuck, and is replaced.
             return await asyncio.wait_for(asyncio.shield(answer), timeout + 10.0)
@@ -334,9 +336,12 @@ async def _serve_pipe() -> None:
     async def attempt(
         header: dict[str, Any], body: bytes, session: aiohttp.ClientSession, policy: TargetPolicy
     ) -> None:
-        outcome = await post(
-            session, policy, header["url"], body, header["headers"], header["timeout"]
-        )
+        try:
+            outcome = await post(
+                session, policy, header["url"], body, header["headers"], header["timeout"]
+            )
+        except Exception as exc:  # an answer in every case: the server waits for one
+            outcome = Outcome(None, f"{type(exc).__name__}: {exc}", 0.0)
         writer.write(
             _frame(
                 {
