@@ -248,6 +248,16 @@ async def start_server(
     pytest.fail(f"server did not become healthy:\n{server.output()}")
 
 
+async def start_lan_server(tmp_path: Path) -> Server:
+    """``hydraissue serve`` in ``tmp_path`` that may send webhooks to 127.0.0.1 (the
+    test receivers), with its data dir, home and log there."""
+    home, data_dir, log = tmp_path / "home", tmp_path / "data", tmp_path / "server.log"
+    home.mkdir(exist_ok=True)
+    config = tmp_path / "config.yaml"
+    config.write_text("webhooks:\n  allow_private_targets: true\n")
+    return await start_server(data_dir, home, log, "--config", str(config))
+
+
 def stop(server: Server, sig: signal.Signals) -> int:
     if server.proc.poll() is None:
         server.proc.send_signal(sig)

@@ -23,7 +23,7 @@ from hydraissue.config import Config
 from hydraissue.delivery import Policy
 from hydraissue.sender import EXITED, HelperProcessSender
 from hydraissue.targets import TargetPolicy
-from tests.conftest import AUTH, ClientFactory, start_server, stop
+from tests.conftest import AUTH, ClientFactory, start_lan_server, stop
 from web.app import create_app
 from web.keys import SERVICE
 
@@ -140,11 +140,7 @@ async def test_a_live_policy_change_reaches_the_helper(
 
 async def test_the_helper_does_not_outlive_a_killed_server(tmp_path: Path, receivers: Any) -> None:
     receiver = await receivers(script=["hang"])
-    home, data_dir, log = tmp_path / "home", tmp_path / "data", tmp_path / "server.log"
-    home.mkdir()
-    config = tmp_path / "config.yaml"
-    config.write_text("webhooks:\n  allow_private_targets: true\n")
-    server = await start_server(data_dir, home, log, "--config", str(config))
+    server = await start_lan_server(tmp_path)
     async with aiohttp.ClientSession(server.url, headers=AUTH) as api:
         body = {"url": receiver.url, "events": ["issue.created"]}
         async with api.post("/api/v1/webhooks", json=body) as resp:

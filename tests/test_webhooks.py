@@ -30,7 +30,7 @@ from standardwebhooks import Webhook as StandardWebhook
 from hydraissue import __version__
 from hydraissue.config import Config
 from hydraissue.delivery import Attempt, Delivery, Journal, Policy
-from tests.conftest import AUTH, ClientFactory, settled, start_server, stop
+from tests.conftest import AUTH, ClientFactory, settled, start_lan_server, stop
 from web.app import create_app
 from web.keys import SERVICE
 
@@ -259,11 +259,7 @@ async def test_queued_deliveries_resume_after_kill_9(tmp_path: Path, receivers: 
     server is killed. The next server delivers every one, in order, under the ids the
     first one gave them."""
     receiver = await receivers(script=["hang"])
-    home, data_dir, log = tmp_path / "home", tmp_path / "data", tmp_path / "server.log"
-    home.mkdir()
-    config = tmp_path / "config.yaml"
-    config.write_text("webhooks:\n  allow_private_targets: true\n")
-    first = await start_server(data_dir, home, log, "--config", str(config))
+    first = await start_lan_server(tmp_path)
     async with aiohttp.ClientSession(first.url, headers=AUTH) as api:
         body = {"url": receiver.url, "events": ["issue.created"], "secret": "s3cret"}
         async with api.post("/api/v1/webhooks", json=body) as resp:
@@ -275,7 +271,7 @@ async def test_queued_deliveries_resume_after_kill_9(tmp_path: Path, receivers: 
     assert stop(first, signal.SIGKILL) == -signal.SIGKILL
     held = receiver.calls[0].json["delivery_id"]
 
-    second = await start_server(data_dir, home, log, "--config", str(config))
+    second = await start_lan_server(tmp_path)
     try:
         calls = await receiver.wait(7, timeout=15)
         await asyncio.sleep(0.3)  # nothing more arrives
