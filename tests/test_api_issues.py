@@ -878,6 +878,49 @@ async def test_the_get_lane_answers_as_the_route_does(config: Config) -> None:
         await runner.cleanup()
 
 
+async def test_the_list_lane_answers_as_the_route_does(config: Config) -> None:
+    """List pages asked twice, as above: the lane answers every good query exactly as
+    the route does (a page with files to link included) and leaves the bad ones, whose
+    errors the route names, to the route."""
+    runner, base = await guarded_site(create_app(config))
+    try:
+        async with aiohttp.ClientSession(base) as session:
+            for title, priority in (("one", "high"), ("two", None), ("three", "low")):
+                await _post(session, "/api/v1/issues", {"title": title, "priority": priority})
+            form = aiohttp.FormData()
+            form.add_field("file", make_png(), filename="shot.png", content_type="image/png")
+            async with session.post(
+                "/api/v1/issues/1/attachments", data=form, headers=AUTH
+            ) as resp:
+                assert resp.status == 201
+            good = [
+                "/api/v1/issues",
+                "/api/v1/issues?status=open&limit=2",
+                "/api/v1/issues?limit=1&offset=1&sort=-created",
+                "/api/v1/issues?priority=high,unset&limit=1",
+                "/api/v1/issues?limit=2&status=open&status=closed",
+            ]
+            bad = ["/api/v1/issues?bogus=1", "/api/v1/issues?limit=x", "/api/v1/issues?sort=up"]
+            server = runner.server
+            assert isinstance(server, GuardedServer)
+            for path in good + bad:
+                lane = await _answer(session, path, AUTH)
+                route = await _answer(session, path, {"Authorization": f"bearer {API_TOKEN}"})
+                assert lane == route, path
+                assert lane[0] == (200 if path in good else 400), (path, lane)
+            assert server.lane_answers == len(good)
+            paged = await _answer(session, "/api/v1/issues?status=open&limit=2", AUTH)
+            assert paged[1]["X-Total-Count"] == "3"
+            link = '/api/v1/issues?status=open&offset=2&limit=2>; rel="next"'
+            assert paged[1]["Link"].endswith(link)  # after the base_url of the config
+            for token in ("", "Bearer wrong"):
+                answered = await _answer(session, "/api/v1/issues", {"Authorization": token})
+                assert answered[0] == 401
+            assert server.lane_answers == len(good) + 1
+    finally:
+        await runner.cleanup()
+
+
 async def _post(session: aiohttp.ClientSession, path: str, body: dict[str, Any]) -> int:
     async with session.post(path, json=body, headers=AUTH) as resp:
         assert resp.status == 201, await resp.text()

@@ -28,7 +28,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
 from web.admin_auth import ADMIN
-from web.lane import ROUTE, LaneResponse
+from web.lane import LaneResponse
 from web.metrics import METRICS
 from web.params import param_name
 
@@ -156,7 +156,7 @@ class AccessLog(AbstractAccessLogger):
         if self.app is not None and isinstance(request, web.Request):
             metrics = self.app.get(METRICS)
             if metrics is not None:
-                lane_route = ROUTE if type(response) is LaneResponse else None
+                lane_route = response.route if isinstance(response, LaneResponse) else None
                 metrics.answered(request, status, time, lane_route)
         if LINES.on and self.logger.isEnabledFor(logging.INFO):  # log_level is live
             try:

@@ -13,13 +13,13 @@ from hydraissue.decide import etag_matches
 from hydraissue.errors import Invalid, NotFound
 from hydraissue.model import Issue, etag_of
 from hydraissue.service import Outcome
-from projections.query import parse_list_query
 from web.forms import read_form, upload_limits
 from web.keys import CONFIG, ISSUE_JSON, RUNBOOK, SERVICE, STARTED, UPDATE_STATUS
+from web.lane import list_page
 from web.middleware import fingerprint_form, idempotency_of, mark_replayed
 from web.params import known_query
 from web.representation import absolute_attachment
-from web.responses import json_response, next_link, read_json
+from web.responses import json_response, read_json
 
 routes = web.RouteTableDef()
 NIM_HEADER = "X-Nim-Name"
@@ -106,14 +106,7 @@ async def create_issue(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/issues")
 async def list_issues(request: web.Request) -> web.Response:
-    query = parse_list_query(request.query)
-    service = request.app[SERVICE]
-    total, ids = service.query(query)
-    headers = {"X-Total-Count": str(total)}
-    if query.offset + query.limit < total:
-        headers["Link"] = next_link(request, query.offset + query.limit, query.limit)
-    body = request.app[ISSUE_JSON].page_of(ids, service.read_model)
-    return json_response(body, headers=headers)
+    return list_page(request.app, request)  # shared with the lane (web/lane.py)
 
 
 @routes.get("/api/v1/issues/{id}")

@@ -1,5 +1,5 @@
-"""A lane in front of the router for the most frequent request: ``GET
-/api/v1/issues/{id}`` of a plain issue.
+"""A lane in front of the router for the most frequent requests: ``GET
+/api/v1/issues/{id}`` of a plain issue, and ``GET /api/v1/issues`` (a list page).
 
 Agents and admins poll issues by id. Such a request spent more of its time in aiohttp's
 router and the middleware chain than in its own work (finding the kept JSON of one
@@ -14,6 +14,12 @@ issue held in memory without files. Anything else (no or another token, a bad id
 query, a 304, files to link, a damaged log, an issue not loaded yet) gets ``None`` and
 goes the usual way. tests/test_api_issues.py asks the lane and the route the same
 questions and compares the answers.
+
+A list page is built by ``list_page``, which the route calls too, so the two cannot
+drift; the lane takes any GET of the exact path without a body, with the same token
+rule, and leaves to the route every query it cannot answer (a bad parameter: the
+route names it). Measured (wrk, 16 connections, 10,000 issues, pages of 50 open
+issues at random offsets, alternating builds): see docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -23,22 +29,53 @@ from aiohttp.web_request import BaseRequest
 
 from hydraissue.model import etag_of
 from hydraissue.parse import issue_id as parse_issue_id
-from web.keys import CONFIG, SERVICE
+from projections.query import parse_list_query
+from web.keys import CONFIG, ISSUE_JSON, SERVICE
+from web.responses import base_url_of, next_link
 from web.tokens import matches
 
+LIST = "/api/v1/issues"  # the list route's path, and its request metrics' label
 PREFIX = "/api/v1/issues/"
 ROUTE = "/api/v1/issues/{id}"  # the route it stands in for (request metrics' label)
 JSON = "application/json"
+NOSNIFF = {"X-Content-Type-Options": "nosniff"}  # what the ``secure`` middleware adds
 
 
 class LaneResponse(web.Response):
-    """A response the lane gave: the access log counts it under ``ROUTE``."""
+    """A response the lane gave: the access log counts it under ``route``."""
+
+    route = ROUTE
+
+
+class LaneListResponse(LaneResponse):
+    route = LIST
+
+
+def list_page(app: web.Application, request: BaseRequest, *, lane: bool = False) -> web.Response:
+    """A list page (the route's answer too). Raises on a bad query, as parsing does.
+    The lane's answer carries the header the route's gets from the ``secure``
+    middleware."""
+    query = parse_list_query(request.query)
+    service = app[SERVICE]
+    total, ids = service.query(query)
+    headers = {"X-Total-Count": str(total)}
+    if query.offset + query.limit < total:
+        base = base_url_of(app[CONFIG], request)
+        headers["Link"] = next_link(request, base, query.offset + query.limit, query.limit)
+    body = app[ISSUE_JSON].page_of(ids, service.read_model)
+    if lane:
+        return LaneListResponse(body=body, content_type=JSON, headers={**headers, **NOSNIFF})
+    return web.Response(body=body, content_type=JSON, headers=headers)
 
 
 def answer(app: web.Application, request: BaseRequest) -> web.Response | None:
     """The route's answer to this request when the lane is sure of it, else None."""
     path = request.path
-    if request.method != "GET" or not path.startswith(PREFIX):
+    if request.method != "GET":
+        return None
+    if path == LIST:
+        return _list(app, request)
+    if not path.startswith(PREFIX):
         return None
     raw_id = path[len(PREFIX) :]
     issue_id = parse_issue_id(raw_id)
@@ -55,8 +92,16 @@ def answer(app: web.Application, request: BaseRequest) -> web.Response | None:
     if body is None:
         return None
     etag = etag_of(issue_id, model.rows[issue_id].seq)
-    return LaneResponse(
-        body=body,
-        content_type=JSON,
-        headers={"ETag": etag, "X-Content-Type-Options": "nosniff"},
-    )
+    return LaneResponse(body=body, content_type=JSON, headers={"ETag": etag, **NOSNIFF})
+
+
+def _list(app: web.Application, request: BaseRequest) -> web.Response | None:
+    if not request.content.is_eof():
+        return None
+    expected = f"Bearer {app[CONFIG].api_token}"
+    if not matches(request.headers.get("Authorization", ""), expected):
+        return None
+    try:
+        return list_page(app, request, lane=True)
+    except Exception:  # a bad query (or worse): the route answers it, with its errors
+        return None
