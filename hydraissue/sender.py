@@ -185,11 +185,6 @@ async def _read_frame(reader: asyncio.StreamReader) -> tuple[dict[str, Any], byt
     return header, body
 
 
-def policy_header(policy: TargetPolicy) -> dict[str, Any]:
-    allowed = sorted(policy.allowed_hosts) + [str(n) for n in policy.allowed_networks]
-    return {"policy": {"allow_private": policy.allow_private, "allowed": allowed}}
-
-
 class HelperProcessSender:
     """Attempts sent by the helper process; one in flight per call, many at once."""
 
@@ -199,14 +194,14 @@ class HelperProcessSender:
         self._reader: asyncio.Task[None] | None = None
         self._waiting: dict[int, asyncio.Future[Outcome]] = {}
         self._numbers = itertools.count(1)
-        self._starting: asyncio.Lock | None = None
-        self.started = 0  # helpers started since this sender was made (GET /metrics)
+        self._starting = asyncio.Lock()  # one helper started, however many attempts wait
+        self.started = 0  # helpers started since this sender was made (read by tests)
 
     @property
     def pid(self) -> int | None:
         """The running helper's process id (None before the first attempt)."""
-        running = self._proc is not None and self._proc.returncode is None
-        return self._proc.pid if running and self._proc is not None else None
+        proc = self._proc
+        return proc.pid if proc is not None and proc.returncode is None else None
 
     async def send(
         self, url: str, body: bytes, headers: Mapping[str, str], timeout: float
@@ -233,8 +228,6 @@ class HelperProcessSender:
             self._waiting.pop(number, None)
 
     async def _running(self) -> asyncio.subprocess.Process:
-        if self._starting is None:
-            self._starting = asyncio.Lock()
         async with self._starting:
             if self._proc is None or self._proc.returncode is not None:
                 await self._start()
@@ -255,7 +248,7 @@ class HelperProcessSender:
         )
         self.started += 1
         assert self._proc.stdin is not None
-        self._proc.stdin.write(_frame(policy_header(self._policy)))
+        self._proc.stdin.write(_frame({"policy": self._policy.as_config()}))
         self._reader = asyncio.create_task(self._read(self._proc), name="webhook-sender")
 
     async def _read(self, proc: asyncio.subprocess.Process) -> None:
@@ -280,7 +273,7 @@ class HelperProcessSender:
         self._policy = policy
         if self._proc is not None and self._proc.returncode is None:
             assert self._proc.stdin is not None
-            self._proc.stdin.write(_frame(policy_header(policy)))
+            self._proc.stdin.write(_frame({"policy": policy.as_config()}))
 
     def _kill(self) -> None:
         if self._proc is not None and self._proc.returncode is None:
@@ -360,8 +353,7 @@ async def _serve_pipe() -> None:
                 break
             header, body = frame
             if "policy" in header:
-                rules = header["policy"]
-                policy = TargetPolicy.from_config(rules["allow_private"], rules["allowed"])
+                policy = TargetPolicy.from_config(*header["policy"])
                 old, session = session, new_session(policy, None)
                 if old is not None:
                     closing = loop.create_task(old.close())  # its attempts end first

@@ -46,6 +46,12 @@ class TargetPolicy:
                 hosts.add(entry.lower().rstrip("."))
         return TargetPolicy(allow_private, frozenset(hosts), tuple(networks))
 
+    def as_config(self) -> tuple[bool, list[str]]:
+        """The arguments of ``from_config`` that make this policy again (how the webhook
+        helper process is told it, hydraissue/sender.py)."""
+        allowed = sorted(self.allowed_hosts) + [str(n) for n in self.allowed_networks]
+        return self.allow_private, allowed
+
     def host_allowed(self, host: str) -> bool:
         return self.allow_private or host.lower().rstrip(".") in self.allowed_hosts
 

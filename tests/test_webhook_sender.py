@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 
 from hydraissue.config import Config
 from hydraissue.delivery import Policy
@@ -151,3 +152,10 @@ async def test_the_helper_does_not_outlive_a_killed_server(tmp_path: Path, recei
     (helper,) = children(server.proc.pid)
     assert stop(server, signal.SIGKILL) == -signal.SIGKILL
     assert await gone(helper)
+
+
+def test_a_policy_survives_the_pipe_to_the_helper() -> None:
+    """The helper is told the policy as JSON (``as_config``) and builds it again."""
+    policy = TargetPolicy.from_config(False, ["Hooks.LAN.", "10.0.0.0/8", "fd00::/8"])
+    sent = orjson.loads(orjson.dumps({"policy": policy.as_config()}))
+    assert TargetPolicy.from_config(*sent["policy"]) == policy

@@ -106,7 +106,8 @@ async def create_issue(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/issues")
 async def list_issues(request: web.Request) -> web.Response:
-    return list_page(request.app, request)  # shared with the lane (web/lane.py)
+    body, headers = list_page(request.app, request)  # shared with the lane (web/lane.py)
+    return json_response(body, headers=headers)
 
 
 @routes.get("/api/v1/issues/{id}")

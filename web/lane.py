@@ -51,10 +51,9 @@ class LaneListResponse(LaneResponse):
     route = LIST
 
 
-def list_page(app: web.Application, request: BaseRequest, *, lane: bool = False) -> web.Response:
-    """A list page (the route's answer too). Raises on a bad query, as parsing does.
-    The lane's answer carries the header the route's gets from the ``secure``
-    middleware."""
+def list_page(app: web.Application, request: BaseRequest) -> tuple[bytes, dict[str, str]]:
+    """A list page's body and headers, for the lane and the route alike. Raises on a
+    bad query, as parsing does."""
     query = parse_list_query(request.query)
     service = app[SERVICE]
     total, ids = service.query(query)
@@ -62,10 +61,7 @@ def list_page(app: web.Application, request: BaseRequest, *, lane: bool = False)
     if query.offset + query.limit < total:
         base = base_url_of(app[CONFIG], request)
         headers["Link"] = next_link(request, base, query.offset + query.limit, query.limit)
-    body = app[ISSUE_JSON].page_of(ids, service.read_model)
-    if lane:
-        return LaneListResponse(body=body, content_type=JSON, headers={**headers, **NOSNIFF})
-    return web.Response(body=body, content_type=JSON, headers=headers)
+    return app[ISSUE_JSON].page_of(ids, service.read_model), headers
 
 
 def answer(app: web.Application, request: BaseRequest) -> web.Response | None:
@@ -102,6 +98,8 @@ def _list(app: web.Application, request: BaseRequest) -> web.Response | None:
     if not matches(request.headers.get("Authorization", ""), expected):
         return None
     try:
-        return list_page(app, request, lane=True)
+        body, headers = list_page(app, request)
     except Exception:  # a bad query (or worse): the route answers it, with its errors
         return None
+    # with the header the route's answer gets from the ``secure`` middleware
+    return LaneListResponse(body=body, content_type=JSON, headers={**headers, **NOSNIFF})

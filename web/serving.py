@@ -195,13 +195,13 @@ class GuardedServer(Server):
         app_handler: Handler,
         limits: Limits,
         flood: FloodLog,
-        app: web.Application | None = None,
+        app: web.Application,
         **kwargs: Any,
     ):
         super().__init__(self.handle, **kwargs)
         self.app_handler = app_handler
-        self.app = app  # the app served: its get-by-id lane (web/lane.py)
-        self.lane_answers = 0
+        self.app = app  # the app served: its lane (web/lane.py)
+        self.lane_answers = 0  # answers the lane gave (read by tests)
         self.limits = limits
         self.flood = flood
         self.draining = False
@@ -239,17 +239,16 @@ class GuardedServer(Server):
         return max(1, round(self.limits.shutdown_timeout))
 
     async def handle(self, request: BaseRequest) -> web.StreamResponse:
-        """Every request: the get-by-id lane first, then counted in flight (for the
+        """Every request: the lane first, then counted in flight (for the
         shutdown) with its body on a clock, and handed to the app."""
         if self.draining:
             return refusal(
                 request, 503, "the server is restarting; retry shortly", self.retry_after
             )
-        if self.app is not None:
-            quick = lane.answer(self.app, request)  # get-by-id before routing: web/lane.py
-            if quick is not None:
-                self.lane_answers += 1
-                return quick
+        quick = lane.answer(self.app, request)  # before routing: web/lane.py
+        if quick is not None:
+            self.lane_answers += 1
+            return quick
         key = id(request)
         flight = Flight(request, current_task())
         inflight = self.inflight
