@@ -523,6 +523,17 @@ async def test_list_rows_without_a_project_or_priority_show_a_dash(client: Clien
     assert row.isascii()
 
 
+async def test_a_list_page_of_ascii_issues_is_ascii(client: Client) -> None:
+    """Its range, page links and title too: one other character made the whole page
+    two bytes a character, transcoded for every answer."""
+    for n in range(3):
+        await create(client, title=f"bug {n}")
+    await logged_in(client)
+    page = await (await client.get("/admin?limit=1&offset=1")).text()
+    assert "2&#8211;2 shown" in page and "&larr; Previous" in page and "Next page &rarr;" in page
+    assert page.isascii()
+
+
 async def test_user_text_is_escaped_in_admin_pages(client: Client) -> None:
     issue = await create(
         client,

@@ -22,6 +22,8 @@ _TAGS = {
     "h5", "h6", "hr", "i", "img", "li", "ol", "p", "pre", "s", "strong", "table",
     "tbody", "td", "th", "thead", "tr", "ul",
 }  # fmt: skip
+DAY = 86400  # seconds, for ``ago``
+YEAR = 365 * DAY
 
 
 def markdown(text: str) -> Markup:
@@ -57,12 +59,14 @@ def epoch(stamp: str) -> float | None:
 
 
 def ago(seconds: float) -> str:
-    """A duration in the largest whole unit: '3 d', '5 h', '12 min', 'now'."""
-    whole = max(0, int(seconds))
-    for unit, size in (("y", 365 * 86400), ("d", 86400), ("h", 3600), ("min", 60)):
-        if whole >= size:
-            return f"{whole // size} {unit}"
-    return "now"
+    """A duration in the largest whole unit: '3 d', '5 h', '12 min', 'now'. (Tests in
+    a row, not a loop over the units: an admin list page calls it for every row.)"""
+    whole = int(seconds)
+    if whole >= DAY:
+        return f"{whole // DAY} d" if whole < YEAR else f"{whole // YEAR} y"
+    if whole >= 3600:
+        return f"{whole // 3600} h"
+    return f"{whole // 60} min" if whole >= 60 else "now"
 
 
 def age(stamp: str, now: datetime | None = None) -> str:
