@@ -523,6 +523,22 @@ async def test_list_rows_without_a_project_or_priority_show_a_dash(client: Clien
     assert row.isascii()
 
 
+async def test_a_listed_row_shows_the_issues_new_state(client: Client) -> None:
+    """Rows are kept per issue: a change (a new seq) renders the row again."""
+    issue = await create(client, title="Before")
+    await logged_in(client)
+
+    def row_of(page: str) -> str:
+        row = page[page.index(f'<tr data-id="{issue["id"]}">') :]
+        return row[: row.index("</tr>")]
+
+    row = row_of(await (await client.get("/admin")).text())
+    assert "Before" in row and "status-open" in row
+    await api_patch(client, issue["id"], {"status": "groomed", "title": "After"})
+    row = row_of(await (await client.get("/admin")).text())
+    assert "After" in row and "status-groomed" in row and "Before" not in row
+
+
 async def test_a_list_page_of_ascii_issues_is_ascii(client: Client) -> None:
     """Its range, page links and title too: one other character made the whole page
     two bytes a character, transcoded for every answer."""
