@@ -23,8 +23,8 @@ What one run does, in order:
 6. drives, one after the other, with 16 concurrent keep-alive connections on loopback
    for ``--duration`` seconds each (after ``--warmup`` seconds of unmeasured load):
    get-by-id on random live ids and two filtered list pages of 50 full issues at random
-   offsets, each right after the bare handler (the reference of its ratio, measured
-   next to it: this machine's speed drifts within minutes), and the admin's HTML list
+   offsets, each between two runs of the bare handler (the reference of its ratio is
+   their mean: this machine's speed drifts within minutes), and the admin's HTML list
    page of the first filter (admin bearer token); reads the real server's VmRSS from
    /proc (the memory target: the seeded issues, all loaded and cached); then durable creates
    (``POST /api/v1/issues``), last because they add issues, then the same creates
@@ -121,11 +121,20 @@ TARGETS = {
     "memory_per_issue_ratio": 2.0,  # memory one more stored issue costs / its JSON
 }
 SSE_CLIENTS = 50
-# The bare handler's run right before each read that is a ratio to it. With one bare
-# run at the start, a 100,000-issue run read get-by-id 0.57x: bare ran at 20,400 req/s
-# there and 12,300 in the 10,000-issue run an hour before, while get-by-id itself ran at
-# 11,600 and 10,900.
-BARE_BEFORE = {"get": "bare", "list-open": "bare-list-open", "list-bug": "bare-list-bug"}
+# The reads that are a ratio to the bare handler, and the bare runs around them: bare,
+# get, bare-2, list-open, bare-3, list-bug, bare-4; each ratio is to the mean of the bare
+# runs on either side. With one bare run at the start, a 100,000-issue run read
+# get-by-id 0.57x: bare ran at 20,400 req/s there and 12,300 in the 10,000-issue run an
+# hour before, while get-by-id itself ran at 11,600 and 10,900; and bare runs a minute
+# apart drift by a third (17,980, 22,926, 25,158 req/s in one run).
+TO_BARE = ("get", "list-open", "list-bug")
+BARE_RUNS = ("bare", *(f"bare-{n}" for n in range(2, len(TO_BARE) + 2)))
+
+
+def bare_reference(loads: dict[str, Load], name: str) -> float:
+    """The bare handler's rate around a read of TO_BARE: the mean of the runs beside it."""
+    at = TO_BARE.index(name)
+    return (loads[BARE_RUNS[at]].rate + loads[BARE_RUNS[at + 1]].rate) / 2
 
 
 def size_targets(issues: int) -> tuple[float, float]:
@@ -1228,22 +1237,22 @@ def drive(
     ]
     say(
         f"driving both servers in turn: {args.connections} connections, {args.warmup:g}s "
-        f"unmeasured + {args.duration:g}s measured per scenario (bare before each read)"
+        f"unmeasured + {args.duration:g}s measured per scenario (bare around each read)"
     )
     say(
         f"  (list-open: ?status=open&limit={PAGE}&offset=random of {open_total}; "
         f"list-bug: ?stage=active&category=bug&limit={PAGE}&offset=random of {bug_total})"
     )
-    # The bare handler right before each read whose target is a ratio to it: this
-    # machine's speed drifts by a third within minutes, so a reference taken once, at
-    # the start, made later ratios read high or low (see BARE_BEFORE).
+    # The bare handler on either side of each read whose target is a ratio to it (see
+    # TO_BARE): this machine's speed drifts within minutes.
     bare_paths = [f"/bare/{i}" for i in ids]
+    bare_runs = [Scenario(name, "GET", bare_paths, headers=AUTH) for name in BARE_RUNS]
+    by_name = {s.name: s for s in scenarios}
     reads: list[tuple[tuple[subprocess.Popen[bytes], int], Scenario]] = []
-    for scenario in (s for s in scenarios if s.method == "GET"):
-        if scenario.name in BARE_BEFORE:
-            reference = Scenario(BARE_BEFORE[scenario.name], "GET", bare_paths, headers=AUTH)
-            reads.append((bare, reference))
-        reads.append((server, scenario))
+    for before, name in zip(bare_runs, TO_BARE, strict=False):
+        reads += [(bare, before), (server, by_name[name])]
+    reads.append((bare, bare_runs[-1]))
+    reads += [(server, s) for s in scenarios if s.method == "GET" and s.name not in TO_BARE]
     writes = [(server, s) for s in scenarios if s.method != "GET"]
     # Reads first, every round; creates last, since they add issues (and open ones).
     for group in (reads, writes):
@@ -1369,10 +1378,10 @@ def start_bare(
 def verdict(report: Report) -> list[tuple[str, str, str, bool]]:
     loads = report.loads
     rows: list[tuple[str, str, str, bool]] = []
-    ratio = loads["get"].rate / loads[BARE_BEFORE["get"]].rate
+    ratio = loads["get"].rate / bare_reference(loads, "get")
     rows.append(("get-by-id / bare", f"{ratio:.2f}x", ">= 0.6x", ratio >= TARGETS["get_ratio"]))
     for name in ("list-open", "list-bug"):
-        ratio = loads[name].rate / loads[BARE_BEFORE[name]].rate
+        ratio = loads[name].rate / bare_reference(loads, name)
         rows.append(
             (
                 f"{name} (50 issues) / bare",
@@ -1538,8 +1547,9 @@ def print_table(report: Report, args: argparse.Namespace) -> bool:
     )
     labels = {
         "bare": f"bare aiohttp GET ({report.bare_body_bytes} B fixed JSON), before get",
-        "bare-list-open": "the same bare GET, again right before list-open",
-        "bare-list-bug": "the same bare GET, again right before list-bug",
+        "bare-2": "the same bare GET, between get and list-open",
+        "bare-3": "the same bare GET, between list-open and list-bug",
+        "bare-4": "the same bare GET, after list-bug",
         "get": "GET /api/v1/issues/{random id}",
         "list-open": f"GET ?status=open&limit={PAGE}&offset=rnd",
         "list-bug": f"GET ?stage=active&category=bug&limit={PAGE}&offset=rnd",
@@ -1559,10 +1569,11 @@ def print_table(report: Report, args: argparse.Namespace) -> bool:
     names = (
         "bare",
         "get",
-        "bare-list-open",
+        "bare-2",
         "list-open",
-        "bare-list-bug",
+        "bare-3",
         "list-bug",
+        "bare-4",
         "admin-list",
         "create",
         "create-sse",
