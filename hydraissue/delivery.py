@@ -200,7 +200,9 @@ class Journal:
             return
         queued: OrderedDict[str, Delivery] = OrderedDict()
         # Line by line: a record torn by a crash costs only itself.
-        for line in data.splitlines():
+        for number, line in enumerate(data.splitlines()):
+            if number % 256 == 255:
+                time.sleep(0)  # the GIL to the loop now and then: this can take seconds
             try:
                 items = load_items(line)
             except ValueError:
@@ -321,6 +323,13 @@ def _rewrite(
     replace_atomically(path, b"".join(lines))
 
 
+def _retrieved(task: asyncio.Task[Journal]) -> None:
+    """A journal read that failed is said when someone waits for it, not as an
+    "exception was never retrieved" at exit."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _append(path: Path, data: bytes, durable: bool) -> None:
     created = not path.exists()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -361,6 +370,7 @@ class Deliveries:
         self._wake: dict[str, asyncio.Event] = {}
         self._recorded = asyncio.Event()  # an attempt was recorded (the seam of recorded())
         self._workers: dict[str, asyncio.Task[None]] = {}
+        self._loading: dict[str, asyncio.Task[Journal]] = {}  # journals being read
         # The HTTP of the attempts: a helper process, or this one when a test brings
         # its own resolver (hydraissue/sender.py says why).
         self.sender: Sender = (
@@ -374,51 +384,83 @@ class Deliveries:
     # -- life cycle ------------------------------------------------------------------
 
     async def start(self) -> None:
+        """The journals are read in the background: a dead receiver's backlog can be
+        hundreds of MB (215 MB, 9 s of start-up, seen after a long bench), and the
+        service must not wait for it. What needs a journal waits for it (``journal``)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(remove_stale_temps, self.folder)
         for hook in self.registry.all():
-            await self._open(hook.id)
+            self._load_task(hook.id)
 
     def set_target_policy(self, policy: TargetPolicy) -> None:
         """Live config: new connections are checked against the new policy."""
         self.target_policy = policy
         self.sender.set_policy(policy)
 
-    async def _open(self, hook_id: str) -> Journal:
+    async def journal(self, hook_id: str) -> Journal:
+        """A webhook's journal, once it is read (at once, but just after start-up)."""
         journal = self.journals.get(hook_id)
-        if journal is None:
-            journal = self.journals[hook_id] = Journal(self.folder, hook_id)
-            await asyncio.to_thread(journal.load)
-            self._wake[hook_id] = asyncio.Event()
-            self._workers[hook_id] = asyncio.create_task(
-                self._work(hook_id), name=f"webhook-{hook_id}"
+        if journal is not None:
+            return journal
+        return await asyncio.shield(self._load_task(hook_id))
+
+    def _load_task(self, hook_id: str) -> asyncio.Task[Journal]:
+        task = self._loading.get(hook_id)
+        if task is None:
+            task = self._loading[hook_id] = asyncio.create_task(
+                self._load(hook_id), name=f"webhook-journal-{hook_id}"
             )
-            if journal.pending:
-                self._wake[hook_id].set()
+            task.add_done_callback(_retrieved)
+        return task
+
+    async def _load(self, hook_id: str) -> Journal:
+        """Read a journal and start its worker; a failed read is tried again by the
+        next caller."""
+        journal = Journal(self.folder, hook_id)
+        try:
+            await asyncio.to_thread(journal.load)
+        except asyncio.CancelledError:
+            self._loading.pop(hook_id, None)
+            raise
+        except Exception as exc:
+            self._loading.pop(hook_id, None)
+            log.error(
+                "webhook %s: its journal could not be read (%s); retried when next needed",
+                hook_id,
+                exc,
+            )
+            raise
+        self.journals[hook_id] = journal
+        self._wake[hook_id] = asyncio.Event()
+        self._workers[hook_id] = asyncio.create_task(self._work(hook_id), name=f"webhook-{hook_id}")
+        if journal.pending:
+            self._wake[hook_id].set()
         return journal
 
     async def stop(self) -> None:
-        for task in self._workers.values():
+        tasks = [*self._loading.values(), *self._workers.values()]
+        for task in tasks:
             task.cancel()
-        for task in self._workers.values():
-            with contextlib.suppress(asyncio.CancelledError):
+        for task in tasks:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
         self._workers.clear()
+        self._loading.clear()
         await self.sender.close()
 
     async def added(self, hook: Webhook) -> None:
-        await self._open(hook.id)
+        await self.journal(hook.id)
 
     async def changed(self, hook: Webhook) -> None:
         if hook.active and hook.id in self._wake:
             self._wake[hook.id].set()  # switched on again: send what waits
 
     async def removed(self, hook_id: str) -> None:
-        task = self._workers.pop(hook_id, None)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._loading.pop(hook_id, None), self._workers.pop(hook_id, None)):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await task
         journal = self.journals.pop(hook_id, None)
         self._wake.pop(hook_id, None)
         if journal is not None:
@@ -460,7 +502,7 @@ class Deliveries:
                     )
                 )
         # The journals' fsyncs side by side, not one after another.
-        journals = [await self._open(hook_id) for hook_id in batches]
+        journals = [await self.journal(hook_id) for hook_id in batches]
         queued = await asyncio.gather(
             *(j.queue(deliveries) for j, deliveries in zip(journals, batches.values(), strict=True))
         )
@@ -536,7 +578,8 @@ class Deliveries:
         an attempt comes back from the helper process after the receiver answered, so
         a test that saw the request arrive waits on this before reading the log."""
         deadline = asyncio.get_running_loop().time() + timeout
-        while len(self.journals[hook_id].attempts) < count:
+        journal = await self.journal(hook_id)
+        while len(journal.attempts) < count:
             self._recorded.clear()
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
@@ -562,7 +605,7 @@ class Deliveries:
     # -- by hand ---------------------------------------------------------------------
 
     async def redeliver(self, hook_id: str, delivery_id: str) -> Delivery | None:
-        journal = await self._open(hook_id)
+        journal = await self.journal(hook_id)
         delivery = journal.recent.get(delivery_id)
         if delivery is None:
             return None
@@ -582,7 +625,7 @@ class Deliveries:
             }
         )
         delivery = Delivery(delivery_id, hook.id, "ping", None, 0, body, now)
-        journal = await self._open(hook.id)
+        journal = await self.journal(hook.id)
         attempt = await self.attempt(hook, delivery, 1)
         self._attempted(journal, attempt)
         await journal.flush()

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import errno
 import hashlib
 import hmac
 import itertools
+import os
 import signal
 import socket
 import time
@@ -124,6 +126,60 @@ async def test_registrations_survive_a_restart(
     await create(second, title="after the restart")
     assert (await receiver.wait(1))[0].json["data"]["title"] == "after the restart"
     assert (lan_config.data_path / "webhooks.yaml").stat().st_mode & 0o077 == 0
+
+
+async def feed_fifo(path: Path, data: bytes, timeout: float = 10.0) -> bool:
+    """Write ``data`` to the FIFO at ``path`` once a reader has it open; False if none
+    came."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as exc:
+            if exc.errno != errno.ENXIO or time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.01)  # no reader yet
+    os.set_blocking(fd, True)
+    try:
+        await asyncio.to_thread(os.write, fd, data)
+    finally:
+        os.close(fd)
+    return True
+
+
+async def test_start_up_does_not_wait_for_a_webhooks_journal(
+    aiohttp_client: ClientFactory, lan_config: Config, receivers: Any
+) -> None:
+    """A dead receiver's backlog can make a journal hundreds of MB: journals are read in
+    the background. Here the journal is a FIFO that holds its reader until the test
+    writes it: the service starts and answers meanwhile; the delivery log waits."""
+    receiver = await receivers()
+    first = await aiohttp_client(create_app(lan_config, delivery_policy=FAST))
+    hook = (await register(first, {"url": receiver.url, "events": ["issue.created"]}))["id"]
+    await create(first, title="before")
+    await first.app[SERVICE].deliveries.recorded(hook, 1)
+    await first.close()
+    path = lan_config.data_path / "subscribers" / "webhooks" / f"{hook}.yaml"
+    kept = path.read_bytes()
+    path.unlink()
+    os.mkfifo(path)
+    try:
+        second = await asyncio.wait_for(
+            aiohttp_client(create_app(lan_config, delivery_policy=FAST)), 10
+        )
+        assert (await second.get("/api/v1/health")).status == 200
+    finally:
+        fed = await feed_fifo(path, kept)  # (the old code's start-up was stuck reading it)
+    assert fed
+    journal = await second.app[SERVICE].deliveries.journal(hook)
+    path.unlink()
+    path.write_bytes(kept)  # a file again, for the appends to come
+    assert [a.issue_id for a in journal.attempts] == [1]
+    log = await (await second.get(f"/api/v1/webhooks/{hook}/deliveries", headers=AUTH)).json()
+    assert [entry["issue_id"] for entry in log] == [1]
+    await create(second, title="after")
+    assert [c.json["data"]["title"] for c in await receiver.wait(2)] == ["before", "after"]
 
 
 # -- payloads and signatures ---------------------------------------------------------------

@@ -327,16 +327,15 @@ async def quality_download(request: web.Request) -> web.Response:
 async def webhooks_page(request: web.Request) -> web.Response:
     known_query(request, ("done",))
     service = request.app[SERVICE]
-    queued = service.deliveries.status()
     hooks = []
     for hook in service.webhooks.all():
-        journal = service.deliveries.journals.get(hook.id)
-        attempts = list(reversed(journal.attempts))[:RECENT_DELIVERIES] if journal else []
-        recent = journal.recent if journal is not None else {}
+        journal = await service.deliveries.journal(hook.id)
+        attempts = list(reversed(journal.attempts))[:RECENT_DELIVERIES]
+        recent = journal.recent
         hooks.append(
             {
                 **hook.public_dict(),
-                "queued": queued.get(hook.id, {}).get("queued", 0),
+                "queued": len(journal.pending),
                 "attempts": [
                     {
                         **a.to_dict(),

@@ -82,8 +82,8 @@ async def deliveries(request: web.Request) -> web.Response:
     known_query(request, ())
     service = request.app[SERVICE]
     hook = service.webhooks.get(request.match_info["id"])
-    journal = service.deliveries.journals.get(hook.id)
-    attempts = list(reversed(journal.attempts)) if journal is not None else []
+    journal = await service.deliveries.journal(hook.id)
+    attempts = list(reversed(journal.attempts))
     return json_response([a.to_dict() for a in attempts])
 
 
