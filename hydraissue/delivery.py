@@ -419,16 +419,10 @@ class Deliveries:
         journal = Journal(self.folder, hook_id)
         try:
             await asyncio.to_thread(journal.load)
-        except asyncio.CancelledError:
-            self._loading.pop(hook_id, None)
-            raise
-        except Exception as exc:
-            self._loading.pop(hook_id, None)
-            log.error(
-                "webhook %s: its journal could not be read (%s); retried when next needed",
-                hook_id,
-                exc,
-            )
+        except BaseException as exc:
+            self._loading.pop(hook_id, None)  # the next caller reads it again
+            if not isinstance(exc, asyncio.CancelledError):
+                log.error("webhook %s: its journal could not be read (%s)", hook_id, exc)
             raise
         self.journals[hook_id] = journal
         self._wake[hook_id] = asyncio.Event()
